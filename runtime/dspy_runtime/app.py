@@ -5,7 +5,8 @@ tears them down.
 Startup fails, with one log line saying why, when a program cannot be built (an
 unknown module, a bad signature, a saved program that does not fit) or the
 routing table is unusable. Redis being down is not a startup failure: the cache
-degrades to memory and comes back when Redis does.
+degrades to memory and comes back when Redis does, and the pod starts on the
+routing file's table while the Redis wire keeps retrying.
 """
 
 from __future__ import annotations
@@ -24,18 +25,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .api import ops, predict
 from .api.middleware import RequestContextMiddleware
 from .api.responses import JSON
-from .cache import MemoryCache, RedisCache, TieredCache
+from .cache import MemoryCache, RedisCache, TieredCache, redis_client
 from .costs import CostTracker, Pricing
 from .errors import HTTP_ERROR_TYPES, ServiceError, error_body
+from .evaluation import build_evaluator
 from .metrics import Metrics
 from .program import ProgramError, build_lm, disable_dspy_caches
 from .resilience import BreakerRegistry, BreakerState, Budget, RateLimiter
 from .routing import Router, RoutingError, fallback_lm_specs
+from .routing_wire import RESYNC_FACTOR, RoutingWire, ServedTableReport
 from .service import Endpoint, PredictionService
 from .settings import RuntimeSettings
 from .state import Runtime
+from .windows import WindowFlusher, Windows
 
 log = logging.getLogger(__name__)
+
+FLEET_REDIS_TIMEOUT_SECS = 1.0
+"""Socket timeouts of the fleet client: its calls run in background tasks, never on a request."""
 
 
 class StartupError(Exception):
@@ -131,6 +138,20 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         costs.pricing(model)  # resolve prices now, off the request path
     budget = Budget(settings.daily_budget_usd, redis.client if redis is not None else None)
     limiter = RateLimiter(settings.rate_limit_rps, settings.effective_rate_limit_burst)
+
+    # What pods and the operator exchange through the resource's Redis: the routing
+    # table's fast wire, the served-table report and the windowed figures.
+    fleet = wire = report = flusher = None
+    prefix = settings.key_prefix
+    if settings.redis_url is not None and (prefix is not None or settings.routing_redis_key is not None):
+        fleet = redis_client(settings.redis_url.get_secret_value(), timeout_seconds=FLEET_REDIS_TIMEOUT_SECS)
+    if fleet is not None and settings.routing_redis_key is not None:
+        resync = settings.routing_reload_secs * RESYNC_FACTOR
+        wire = RoutingWire(router, fleet, settings.routing_redis_key, resync_secs=resync)
+    if fleet is not None and prefix is not None:
+        report = ServedTableReport(router, fleet, prefix, settings.effective_pod_name)
+        flusher = WindowFlusher(Windows(), fleet, prefix, settings.window_flush_secs)
+
     service = PredictionService(
         settings,
         router=router,
@@ -141,6 +162,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         costs=costs,
         metrics=metrics,
         fallbacks=fallbacks,
+        windows=flusher.windows if flusher is not None else None,
     )
     return Runtime(
         settings=settings,
@@ -152,6 +174,10 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         budget=budget,
         costs=costs,
         service=service,
+        fleet_redis=fleet,
+        routing_wire=wire,
+        pods_report=report,
+        window_flusher=flusher,
     )
 
 
@@ -187,6 +213,8 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
             log.error("startup failed: %s", exc)
             raise
         app.state.runtime = runtime
+        if runtime.routing_wire is not None:
+            await runtime.routing_wire.startup_sync()  # a pushed table newer than the file's, before ready
         # What exists now (DSPy, litellm, the programs: hundreds of thousands of
         # objects) lives as long as the process. Frozen, the collector stops
         # re-scanning it: a full collection took ~300 ms, a stall every request in
@@ -194,6 +222,10 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
         gc.collect()
         gc.freeze()
         watcher = asyncio.create_task(runtime.router.watch(), name="routing-table-watcher")
+        jobs = [asyncio.create_task(job.run(), name=name) for name, job in runtime.background_jobs()]
+        evaluator = build_evaluator(runtime)  # the evaluation gate; cancelled with the other jobs
+        if evaluator is not None:
+            jobs.append(asyncio.create_task(evaluator.run(), name="evaluator"))
         runtime.ready = True
         variants = {v.name: {"model": v.model, "version": v.program.version} for v in runtime.router.state.variants}
         log.info("runtime ready", extra={"fields": {"variants": variants}})
@@ -205,6 +237,15 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            for job in jobs:
+                job.cancel()
+            for job in jobs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+            if runtime.window_flusher is not None:
+                await runtime.window_flusher.flush()  # what was recorded since the last flush
+            if runtime.fleet_redis is not None:
+                await runtime.fleet_redis.aclose()
             if runtime.redis is not None:
                 await runtime.redis.close()
             log.info("runtime stopped")

@@ -1,9 +1,10 @@
 """What predictions cost: token usage times per-model prices, totals for ``GET /costs``.
 
 Prices come from litellm's bundled price map (``litellm.model_cost``, the table
-DSPy's LM layer already uses), overridden by settings and the resource's
-``lm.pricing``. A model with no known price costs 0 and is listed as unpriced, so
-a missing price shows up in ``/costs`` instead of silently passing as free.
+DSPy's LM layer already uses), overridden by ``LM_PRICING`` and, for one variant,
+by its ``lm.pricing`` in the routing table. A model with no known price costs 0
+and is listed as unpriced, so a missing price shows up in ``/costs`` instead of
+silently passing as free.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class CostTracker:
         self._total = _Usage()
         self._models: dict[str, _Usage] = {}
         self._variants: dict[str, _Usage] = {}
+        self._priced_by_variant: set[str] = set()
         self._lock = threading.Lock()
 
     def pricing(self, model: str) -> Pricing | None:
@@ -97,18 +99,27 @@ class CostTracker:
             self._prices[model] = self._overrides.get(model) or default_pricing(model)
         return self._prices[model]
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        price = self.pricing(model)
+    def cost(self, model: str, input_tokens: int, output_tokens: int, pricing: Pricing | None = None) -> float:
+        """USD for the tokens, at ``pricing`` when given, else at the model's price."""
+        price = pricing or self.pricing(model)
         if price is None:
             return 0.0
         return (
             input_tokens * price.prompt_per_million + output_tokens * price.completion_per_million
         ) / TOKENS_PER_MILLION
 
-    def record(self, model: str, variant: str, input_tokens: int, output_tokens: int) -> float:
-        """Count one computed prediction; returns its cost in USD."""
-        usd = self.cost(model, input_tokens, output_tokens)
+    def record(
+        self, model: str, variant: str, input_tokens: int, output_tokens: int, pricing: Pricing | None = None
+    ) -> float:
+        """Count one computed prediction; returns its cost in USD.
+
+        ``pricing`` is the variant's own price for ``model`` (a routing table's ``lm.pricing``),
+        which wins over the model's; a model priced that way is not listed as unpriced.
+        """
+        usd = self.cost(model, input_tokens, output_tokens, pricing)
         with self._lock:
+            if pricing is not None:
+                self._priced_by_variant.add(model)
             self._total.add(input_tokens, output_tokens, usd)
             self._models.setdefault(model, _Usage()).add(input_tokens, output_tokens, usd)
             self._variants.setdefault(variant, _Usage()).add(input_tokens, output_tokens, usd)
@@ -122,7 +133,7 @@ class CostTracker:
                 price = self._prices.get(model)
                 models[model] = {
                     **usage.as_dict(),
-                    "priced": price is not None,
+                    "priced": price is not None or model in self._priced_by_variant,
                     "pricing": None
                     if price is None
                     else {

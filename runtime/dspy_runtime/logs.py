@@ -133,3 +133,30 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     # output can include full requests.
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "dspy"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class ProblemLog:
+    """Logs a recurring problem once, until it changes or clears.
+
+    A routing table that stays broken, or a Redis that stays down, would otherwise log
+    the same line on every poll or retry; a different problem is logged at once.
+    """
+
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
+        self._logger = logger
+        self._level = level
+        self._last: str | None = None
+
+    def report(self, message: str) -> bool:
+        """Log ``message`` unless it is the problem logged last; True when it was logged."""
+        if message == self._last:
+            return False
+        self._last = message
+        self._logger.log(self._level, message)
+        return True
+
+    def clear(self, recovered: str | None = None) -> None:
+        """The problem is over; ``recovered`` is logged (INFO) when there was one."""
+        if self._last is not None and recovered is not None:
+            self._logger.info(recovered)
+        self._last = None

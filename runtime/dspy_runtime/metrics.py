@@ -3,7 +3,9 @@
 Each ``Metrics`` owns its ``CollectorRegistry``: nothing registers at import time, so
 tests (and benchmarks) can build as many apps as they like in one process without
 "Duplicated timeseries" errors. Metric names are the contract in DESIGN.md and the
-dashboards and alerts in the Helm chart depend on them; do not rename.
+dashboards and alerts in the Helm chart depend on them; do not rename. ``revision``
+(a 12-hex content hash, or ``default``) grows by one value per rollout a pod lives
+through, which keeps it low-cardinality.
 
 The request path uses pre-bound label children (``bound``, ``cache_op``), because
 ``Counter.labels(...)`` takes a lock and builds a key on every call.
@@ -42,14 +44,15 @@ class Metrics:
         r = self.registry
         self.predictions_total = Counter(
             "dspy_predictions_total",
-            "Predictions served, by outcome (ok, error, rejected, ...).",
-            ("model", "variant", "status"),
+            "Predictions served, by revision, variant and outcome (ok, or the error type).",
+            ("model", "revision", "variant", "status"),
             registry=r,
         )
         self.prediction_duration_seconds = Histogram(
             "dspy_prediction_duration_seconds",
-            "Wall time of one prediction request, cached or computed.",
-            ("model", "variant", "cached"),
+            "Wall time of one prediction request, cached or computed; failures are recorded too "
+            "(with cached=\"false\"), so a revision that times out does not look fast.",
+            ("model", "revision", "variant", "cached"),
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -67,8 +70,8 @@ class Metrics:
         )
         self.cost_usd_total = Counter(
             "dspy_cost_usd_total",
-            "Estimated LM spend in US dollars.",
-            ("model", "variant"),
+            "Estimated LM spend in US dollars, by revision and variant.",
+            ("model", "revision", "variant"),
             registry=r,
         )
         self.token_usage_total = Counter(

@@ -1,15 +1,17 @@
 """The DSPy program a variant serves, and the LM it calls.
 
 A program is built from a signature and a module name (``Predict``, ``ChainOfThought``),
-then, when ``PROGRAM_PATH`` names a saved program (what ``dspy.Module.save("x.json")``
-writes: per-predictor instructions and demos), that state is loaded into it. The
-saved JSON is checked against the module first, because DSPy's own ``load_state``
-matches fields by position and would silently load an optimized program into the
-wrong signature.
+then, when there is a saved program (what ``dspy.Module.save("x.json")`` writes:
+per-predictor instructions and demos), that state is loaded into it. The saved JSON
+comes from a file (``PROGRAM_PATH``, a routing table's ``program.path``) or inline
+(a routing table's ``program.state``, how the operator ships a revision's program).
+It is checked against the module first, because DSPy's own ``load_state`` matches
+fields by position and would silently load an optimized program into the wrong
+signature.
 
-The program's *version* is a content hash of signature, module and saved JSON. It
-is part of every cache key, so a new optimized program never serves answers cached
-for the old one.
+The program's *version* is a content hash of signature, module and the saved JSON's
+bytes, whichever way they came. It is part of every cache key, so a new optimized
+program never serves answers cached for the old one.
 
 This module is the only place (with ``service.py`` using what it returns) that
 touches DSPy. The runtime owns caching and retries, so every ``dspy.LM`` is built
@@ -49,11 +51,29 @@ def disable_dspy_caches() -> None:
 
 @dataclass(frozen=True)
 class ProgramSpec:
-    """What to build: a signature, a module, and optionally a saved program's JSON file."""
+    """What to build: a signature, a module, and optionally a saved program: a JSON file
+    (``path``) or the JSON itself (``state``, bytes); the routing table refuses both at once."""
 
     signature: str
     module: str
     path: Path | None = None
+    state: bytes | None = field(default=None, repr=False)
+
+    @property
+    def saved_name(self) -> str:
+        """How messages name the saved program."""
+        return f"saved program {self.path}" if self.path is not None else "inline saved program"
+
+    def saved_bytes(self) -> bytes | None:
+        """The saved program's JSON (read from the file if it is one), or None without one."""
+        if self.state is not None:
+            return self.state
+        if self.path is None:
+            return None
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise ProgramError(f"cannot read {self.saved_name}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,7 @@ class Program:
             "signature": self.spec.signature,
             "module": self.spec.module,
             "path": str(self.spec.path) if self.spec.path else None,
+            "inline_state": self.spec.state is not None,
             "version": self.version,
             "input_fields": list(self.input_fields),
             "output_fields": list(self.output_fields),
@@ -163,7 +184,7 @@ def _signature(text: str) -> type[dspy.Signature]:
 
 def _check_saved_state(module: dspy.Module, state: Mapping[str, Any], spec: ProgramSpec) -> None:
     """Refuse saved state that does not fit ``module`` (DSPy would load it by field position)."""
-    where = f"saved program {spec.path}"
+    where = spec.saved_name
     predictors = module.named_predictors()
     if [name for name, _ in predictors] == ["self"]:  # a bare Predict saves its state unnested
         pairs = [("self", predictor, state) for _, predictor in predictors]
@@ -198,29 +219,26 @@ def load_program(spec: ProgramSpec) -> Program:
         raise ProgramError(f"unknown DSPy module {spec.module!r}; known modules: {', '.join(MODULES)}")
     signature = _signature(spec.signature)
     module = MODULES[spec.module](signature)
-    saved = b""
-    if spec.path is not None:
+    saved = spec.saved_bytes()
+    if saved is not None:
         try:
-            saved = spec.path.read_bytes()
             state = orjson.loads(saved)
-        except OSError as exc:
-            raise ProgramError(f"cannot read saved program {spec.path}: {exc.strerror}") from None
         except orjson.JSONDecodeError as exc:
-            raise ProgramError(f"saved program {spec.path} is not JSON: {exc}") from None
+            raise ProgramError(f"{spec.saved_name} is not JSON: {exc}") from None
         if not isinstance(state, Mapping):
-            raise ProgramError(f"saved program {spec.path} is not a JSON object")
+            raise ProgramError(f"{spec.saved_name} is not a JSON object")
         _check_saved_state(module, state, spec)
         try:
             module.load_state(state)
         except (KeyError, ValueError, TypeError) as exc:
-            raise ProgramError(f"cannot load saved program {spec.path}: {type(exc).__name__}: {exc}") from None
+            raise ProgramError(f"cannot load {spec.saved_name}: {type(exc).__name__}: {exc}") from None
         for name, predictor in module.named_predictors():
             if predictor.lm is not None:
                 # A saved LM would bypass the runtime's LM settings, key and breaker.
-                log.warning("ignoring the LM saved with predictor %r of %s", name, spec.path)
+                log.warning("ignoring the LM saved with predictor %r of the %s", name, spec.saved_name)
                 predictor.lm = None
     digest = hashlib.sha256()
-    for part in (spec.signature.encode(), spec.module.encode(), saved):
+    for part in (spec.signature.encode(), spec.module.encode(), saved or b""):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return Program(

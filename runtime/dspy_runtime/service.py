@@ -2,7 +2,8 @@
 
 Order of the guards, cheapest and most protective first:
 
-1. variant choice (pinned, sticky or by weight) - a pinned unknown variant is a 422;
+1. revision, then variant choice (each pinned, sticky or by weight) - an unknown pinned
+   revision or variant is a 422;
 2. rate limit (per pod, or per client key from ``RATE_LIMIT_KEY_HEADER``) - 429 + Retry-After;
 3. input validation against the variant's signature - 422 naming the fields;
 4. the two-level cache with single-flight (``TieredCache.get_or_compute``); on a miss:
@@ -20,6 +21,10 @@ Order of the guards, cheapest and most protective first:
 Requests that joined another request's in-flight computation (single-flight) or hit
 the cache report ``cached: true`` and zero tokens and cost: only the request that
 called the LM spent anything.
+
+Every prediction that got as far as a variant is counted once, success or failure,
+in the metrics and in the windowed figures the canary analysis reads (``windows.py``),
+with its latency: a canary that times out must not look fast.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from .program import LMSpec, Program
 from .resilience import BreakerRegistry, Budget, RateLimiter, call_with_retries
 from .routing import Router, Variant
 from .settings import RuntimeSettings
+from .windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ class Endpoint:
 class PredictionResult:
     request_id: str
     model: str
+    revision: str
     variant: str
     outputs: dict[str, Any]
     output: Any
@@ -94,6 +101,7 @@ class PredictionResult:
         return {
             "request_id": self.request_id,
             "model": self.model,
+            "revision": self.revision,
             "variant": self.variant,
             "outputs": self.outputs,
             "output": self.output,
@@ -116,10 +124,14 @@ class PredictCall:
     request_id: str
     inputs: Mapping[str, Any] | None = None
     single_input: Any = None
+    revision: str | None = None
     variant: str | None = None
     use_cache: bool = True
     sticky_value: str | None = None
     client_key: str | None = None
+    analyzed: bool = True
+    """Counted in the windowed figures the canary analysis judges; the evaluation gate's own
+    predictions are not user traffic and would skew the first interval."""
     log: dict[str, Any] = field(default_factory=dict)
 
 
@@ -176,6 +188,7 @@ class PredictionService:
         costs: CostTracker,
         metrics: Metrics,
         fallbacks: Sequence[Endpoint] = (),
+        windows: Windows | None = None,
     ) -> None:
         self._settings = settings
         self.router = router
@@ -186,28 +199,41 @@ class PredictionService:
         self._costs = costs
         self._metrics = metrics
         self.fallbacks = tuple(fallbacks)
+        self._windows = windows
         self._timestamp = IsoTimestamps()
 
     async def predict(self, call: PredictCall) -> PredictionResult:
         started = time.perf_counter()
-        variant = self.router.choose(pinned=call.variant, sticky_value=call.sticky_value)
-        call.log.update(variant=variant.name, model=variant.model)
+        variant = self.router.choose(revision=call.revision, pinned=call.variant, sticky_value=call.sticky_value)
+        call.log.update(revision=variant.revision, variant=variant.name, model=variant.model)
         self._metrics.active_predictions.inc()
         try:
             result = await self._predict(call, variant, started)
         except ServiceError as exc:
-            self._count_failure(variant, exc.error_type, call)
+            self._count_failure(variant, exc.error_type, exc.status_code, started, call)
             raise
         except Exception:
-            self._count_failure(variant, "internal_error", call)
+            self._count_failure(variant, ServiceError.error_type, ServiceError.status_code, started, call)
             raise
         finally:
             self._metrics.active_predictions.dec()
         m = self._metrics
-        m.bound(m.predictions_total, result.model, variant.name, "ok").inc()
-        m.bound(m.prediction_duration_seconds, result.model, variant.name, "true" if result.cached else "false").observe(
-            result.latency_ms / 1000
-        )
+        latency = result.latency_ms / 1000
+        cached = "true" if result.cached else "false"
+        m.bound(m.predictions_total, result.model, variant.revision, variant.name, "ok").inc()
+        m.bound(m.prediction_duration_seconds, result.model, variant.revision, variant.name, cached).observe(latency)
+        if self._windows is not None and call.analyzed:
+            self._windows.record(
+                variant.revision,
+                variant.name,
+                latency_s=latency,
+                error_type=None,
+                http_status=200,
+                cached=result.cached,
+                tokens_in=result.input_tokens,
+                tokens_out=result.output_tokens,
+                cost_usd=result.cost_usd,
+            )
         call.log.update(
             model=result.model,
             cached=result.cached,
@@ -219,10 +245,26 @@ class PredictionService:
         )
         return result
 
-    def _count_failure(self, variant: Variant, error_type: str, call: PredictCall) -> None:
+    def _count_failure(
+        self, variant: Variant, error_type: str, http_status: int, started: float, call: PredictCall
+    ) -> None:
+        latency = time.perf_counter() - started
         m = self._metrics
-        m.bound(m.predictions_total, variant.model, variant.name, error_type).inc()
+        m.bound(m.predictions_total, variant.model, variant.revision, variant.name, error_type).inc()
+        m.bound(m.prediction_duration_seconds, variant.model, variant.revision, variant.name, "false").observe(latency)
         m.bound(m.errors_total, error_type).inc()
+        if self._windows is not None and call.analyzed:
+            self._windows.record(
+                variant.revision,
+                variant.name,
+                latency_s=latency,
+                error_type=error_type,
+                http_status=http_status,
+                cached=False,
+                tokens_in=0,
+                tokens_out=0,
+                cost_usd=0.0,
+            )
         call.log["error_type"] = error_type
 
     async def _predict(self, call: PredictCall, variant: Variant, started: float) -> PredictionResult:
@@ -267,6 +309,7 @@ class PredictionService:
         return PredictionResult(
             request_id=call.request_id,
             model=payload["model"],
+            revision=variant.revision,
             variant=variant.name,
             outputs=outputs,
             output=outputs.get(program.output_fields[0]),
@@ -343,10 +386,12 @@ class PredictionService:
         return _Answer(model, dict(prediction.items()), input_tokens, output_tokens, fallback)
 
     def _account(self, answer: _Answer, variant: Variant) -> float:
-        cost = self._costs.record(answer.model, variant.name, answer.input_tokens, answer.output_tokens)
+        # The variant's own price is for its model; a fallback's answer costs the fallback's price.
+        pricing = variant.spec.pricing if answer.model == variant.model else None
+        cost = self._costs.record(answer.model, variant.name, answer.input_tokens, answer.output_tokens, pricing)
         m = self._metrics
         m.bound(m.token_usage_total, answer.model, "input").inc(answer.input_tokens)
         m.bound(m.token_usage_total, answer.model, "output").inc(answer.output_tokens)
         if cost > 0:
-            m.bound(m.cost_usd_total, answer.model, variant.name).inc(cost)
+            m.bound(m.cost_usd_total, answer.model, variant.revision, variant.name).inc(cost)
         return cost

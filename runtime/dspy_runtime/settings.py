@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +38,17 @@ KNOWN_MODULES: tuple[str, ...] = ("Predict", "ChainOfThought")
 """DSPy modules that can be built from a signature alone (ReAct needs tools, ProgramOfThought Deno)."""
 
 DEFAULT_VARIANT = "default"
+DEFAULT_REVISION = "default"
+"""The one revision of a table in the legacy format (``variants`` only) and of a pod without a table."""
+
+ROUTING_KEY_SUFFIX = "routing"
+RESOURCE_PATTERN = re.compile(r"^[^/{}\s]+/[^/{}\s]+$")
+
+
+def resource_key_prefix(resource: str) -> str:
+    """The Redis key prefix of resource ``<ns>/<name>``: ``dspy:{<ns>/<name>}:`` (the braces are a
+    Redis Cluster hash tag, so every key of one resource lives on one shard)."""
+    return f"dspy:{{{resource}}}:"
 
 
 class ModelPrice(BaseModel):
@@ -147,13 +159,28 @@ class RuntimeSettings(BaseSettings):
     daily_budget_usd: float | None = Field(None, ge=0)
     """USD per UTC day across replicas (shared through Redis); unset or 0 means unlimited."""
 
-    # A/B routing
+    # A/B routing and canary rollouts
     routing_path: Path | None = None
     routing_reload_secs: float = Field(1.0, gt=0)
+    """How often ROUTING_PATH is re-read; five times this, the Redis table is re-read as a safety net."""
+    routing_redis_key: str | None = None
+    """Key and channel of the routing table pushed through Redis (``dspy:{<ns>/<name>}:routing``); needs REDIS_URL."""
+    dspy_resource: str | None = None
+    """``<namespace>/<name>`` of the resource this pod serves: names its Redis keys (``dspy:{<ns>/<name>}:...``)."""
+    window_flush_secs: float = Field(1.0, gt=0)
+    """How often the windowed figures the canary analysis reads are added to Redis."""
+    hostname: str | None = None
+    """The pod name in the served-table reports (Kubernetes sets HOSTNAME to it); else POD_NAME, else the host name."""
+    pod_name: str | None = None
+
+    # Evaluation gate
+    eval_concurrency: int = Field(4, ge=1, le=64)
+    """Predictions at a time while this pod runs an evaluation request (needs REDIS_URL and DSPY_RESOURCE)."""
 
     @field_validator(
         "redis_url", "program_path", "openai_api_key", "lm_api_base", "lm_api_key",
         "rate_limit_burst", "rate_limit_key_header", "daily_budget_usd", "routing_path",
+        "routing_redis_key", "dspy_resource", "hostname", "pod_name",
         mode="before",
     )  # fmt: skip
     @classmethod
@@ -212,6 +239,13 @@ class RuntimeSettings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
+    @field_validator("dspy_resource")
+    @classmethod
+    def _namespace_and_name(cls, value: str | None) -> str | None:
+        if value is not None and not RESOURCE_PATTERN.match(value):
+            raise ValueError("must be <namespace>/<name> (no braces or whitespace)")
+        return value
+
     @field_validator("daily_budget_usd")
     @classmethod
     def _zero_is_unlimited(cls, value: float | None) -> float | None:
@@ -232,6 +266,12 @@ class RuntimeSettings(BaseSettings):
                 )
         if self.program_path is not None and not self.program_path.is_file():
             raise ValueError(f"PROGRAM_PATH {self.program_path} is not a readable file")
+        if self.routing_redis_key is not None and self.redis_url is None:
+            raise ValueError("ROUTING_REDIS_KEY is set, but REDIS_URL is not: the table is pushed through that Redis")
+        if self.routing_redis_key is not None and self.dspy_resource is not None:
+            expected = resource_key_prefix(self.dspy_resource) + ROUTING_KEY_SUFFIX
+            if self.routing_redis_key != expected:
+                raise ValueError(f"ROUTING_REDIS_KEY must be {expected} for DSPY_RESOURCE {self.dspy_resource}")
         return self
 
     @property
@@ -255,6 +295,22 @@ class RuntimeSettings(BaseSettings):
         api_base = self.lm_fallback_api_bases.get(index) or (self.lm_api_base if same_provider else None)
         api_key = self.lm_fallback_api_keys.get(index) or (self.effective_lm_api_key if same_provider else None)
         return api_base, api_key
+
+    @property
+    def key_prefix(self) -> str | None:
+        """``dspy:{<ns>/<name>}:``, the start of every Redis key of this resource: from DSPY_RESOURCE,
+        else ROUTING_REDIS_KEY without its ``routing``; None when neither names the resource."""
+        if self.dspy_resource is not None:
+            return resource_key_prefix(self.dspy_resource)
+        key = self.routing_redis_key
+        if key is not None and key.endswith(ROUTING_KEY_SUFFIX) and len(key) > len(ROUTING_KEY_SUFFIX):
+            return key.removesuffix(ROUTING_KEY_SUFFIX)
+        return None
+
+    @property
+    def effective_pod_name(self) -> str:
+        """HOSTNAME, else POD_NAME, else the host name: how this pod names itself to the operator."""
+        return self.hostname or self.pod_name or socket.gethostname()
 
     @property
     def effective_rate_limit_burst(self) -> int:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from .cache import RedisCache, TieredCache
 from .costs import CostTracker
 from .metrics import Metrics
 from .resilience import BreakerRegistry, Budget
 from .routing import Router
+from .routing_wire import RoutingWire, ServedTableReport
 from .service import PredictionService
 from .settings import RuntimeSettings
+from .windows import WindowFlusher
+
+BackgroundJob = RoutingWire | ServedTableReport | WindowFlusher
 
 
 @dataclass
@@ -24,4 +30,18 @@ class Runtime:
     budget: Budget
     costs: CostTracker
     service: PredictionService
+    fleet_redis: Redis | None = None
+    """The resource's Redis for what pods and operator exchange (not the cache's client)."""
+    routing_wire: RoutingWire | None = None
+    pods_report: ServedTableReport | None = None
+    window_flusher: WindowFlusher | None = None
     ready: bool = False
+
+    def background_jobs(self) -> list[tuple[str, BackgroundJob]]:
+        """The configured loops that run beside serving, by task name."""
+        jobs = (
+            ("routing-wire", self.routing_wire),
+            ("served-table-report", self.pods_report),
+            ("window-flusher", self.window_flusher),
+        )
+        return [(name, job) for name, job in jobs if job is not None]

@@ -12,9 +12,9 @@ def test_predict_answers_in_the_contract_shape(start_runtime, fake_lm):
     response = runtime.predict({"inputs": {"question": "What is the capital of France?"}})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"request_id", "model", "variant", "outputs", "output", "metadata"}
+    assert set(body) == {"request_id", "model", "revision", "variant", "outputs", "output", "metadata"}
     assert body["model"] == "openai/fake-model"
-    assert body["variant"] == "default"
+    assert body["revision"] == "default" and body["variant"] == "default"
     # DSPy's ChainOfThought parsed both sections the fake LM wrote.
     assert set(body["outputs"]) == {"reasoning", "answer"}
     assert body["output"] == body["outputs"]["answer"]
@@ -81,12 +81,12 @@ def test_metrics_expose_the_contract_names(start_runtime):
     runtime.predict({"input": "metrics"})
     text = runtime.client.get("/metrics").text
     for name in (
-        'dspy_predictions_total{model="openai/fake-model",status="ok",variant="default"} 2.0',
-        'dspy_prediction_duration_seconds_count{cached="true",model="openai/fake-model",variant="default"} 1.0',
+        'dspy_predictions_total{model="openai/fake-model",revision="default",status="ok",variant="default"} 2.0',
+        'dspy_prediction_duration_seconds_count{cached="true",model="openai/fake-model",revision="default",variant="default"} 1.0',
         'dspy_cache_operations_total{level="memory",operation="hit"} 1.0',
         'dspy_circuit_breaker_state{model="openai/fake-model"} 0.0',
         'dspy_token_usage_total{model="openai/fake-model",type="input"} 100.0',
-        'dspy_cost_usd_total{model="openai/fake-model",variant="default"}',
+        'dspy_cost_usd_total{model="openai/fake-model",revision="default",variant="default"}',
         "dspy_active_predictions 0.0",
     ):
         assert name in text, name

@@ -68,8 +68,11 @@ async def config(runtime: RuntimeDep) -> JSON:
         {
             "settings": runtime.settings.public_dict(),
             "routing": {
-                "sticky_header": state.table.sticky_header,
+                "serial": state.serial,
                 "table_hash": state.source_hash,
+                "source": state.source,
+                "sticky_header": state.table.sticky_header,
+                "revisions": [r.public() for r in state.revisions],
                 "variants": [v.public() for v in state.variants],
             },
             "fallback_models": list(runtime.settings.lm_fallback_models),

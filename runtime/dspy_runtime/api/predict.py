@@ -88,6 +88,7 @@ async def predict(request: Request) -> JSON:
         request_id=state.request_id,
         inputs=body.inputs,
         single_input=body.input,
+        revision=body.revision,
         variant=body.variant,
         use_cache=body.use_cache,
         sticky_value=request.headers.get(sticky_header) if sticky_header else None,

@@ -15,6 +15,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str | None = Field(None, pattern=REQUEST_ID_PATTERN)
+    revision: str | None = Field(None, min_length=1, max_length=63)
+    """Pin a revision of the routing table (a weight-0 one too); ``variant`` then picks inside it."""
     variant: str | None = Field(None, min_length=1, max_length=63)
     inputs: dict[str, Any] | None = None
     input: Any = None

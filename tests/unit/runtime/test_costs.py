@@ -61,3 +61,13 @@ def test_empty_snapshot() -> None:
     snap = CostTracker().snapshot()
     assert snap["total"]["requests"] == 0
     assert snap["models"] == {} and snap["variants"] == {} and snap["unpriced_models"] == []
+
+
+def test_a_variants_own_pricing_wins_and_counts_its_model_as_priced() -> None:
+    tracker = CostTracker({"m": Pricing(1.0, 1.0)})
+    assert tracker.record("m", "cheap", 1_000_000, 0, Pricing(0.5, 0.0)) == pytest.approx(0.5)
+    assert tracker.record("m", "default", 1_000_000, 0) == pytest.approx(1.0)
+    assert tracker.record("fake/local", "priced-here", 1_000_000, 1_000_000, Pricing(2.0, 3.0)) == pytest.approx(5.0)
+    snap = tracker.snapshot()
+    assert snap["variants"]["cheap"]["cost_usd"] == 0.5
+    assert snap["models"]["fake/local"]["priced"] is True and snap["unpriced_models"] == []

@@ -14,34 +14,35 @@ def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 def test_exposes_the_names_the_design_promises() -> None:
     m = Metrics()
-    m.predictions_total.labels("gpt", "baseline", "ok").inc()
-    m.prediction_duration_seconds.labels("gpt", "baseline", "true").observe(0.0003)
+    m.predictions_total.labels("gpt", "3f9a0c1d2e4b", "baseline", "ok").inc()
+    m.prediction_duration_seconds.labels("gpt", "3f9a0c1d2e4b", "baseline", "true").observe(0.0003)
     m.cache_op("memory", "hit").inc()
     m.set_breaker_state("gpt", "open")
-    m.cost_usd_total.labels("gpt", "baseline").inc(0.5)
+    m.cost_usd_total.labels("gpt", "3f9a0c1d2e4b", "baseline").inc(0.5)
     m.token_usage_total.labels("gpt", "input").inc(10)
     m.active_predictions.inc()
     m.errors_total.labels("lm_timeout").inc()
 
     samples = _samples(m)
 
-    assert samples[("dspy_predictions_total", (("model", "gpt"), ("status", "ok"), ("variant", "baseline")))] == 1
+    revision = ("revision", "3f9a0c1d2e4b")
+    assert samples[("dspy_predictions_total", (("model", "gpt"), revision, ("status", "ok"), ("variant", "baseline")))] == 1
     assert samples[("dspy_cache_operations_total", (("level", "memory"), ("operation", "hit")))] == 1
     assert samples[("dspy_circuit_breaker_state", (("model", "gpt"),))] == 1
-    assert samples[("dspy_cost_usd_total", (("model", "gpt"), ("variant", "baseline")))] == 0.5
+    assert samples[("dspy_cost_usd_total", (("model", "gpt"), revision, ("variant", "baseline")))] == 0.5
     assert samples[("dspy_token_usage_total", (("model", "gpt"), ("type", "input")))] == 10
     assert samples[("dspy_active_predictions", ())] == 1
     assert samples[("dspy_errors_total", (("type", "lm_timeout"),))] == 1
-    duration = (("cached", "true"), ("model", "gpt"), ("variant", "baseline"))
+    duration = (("cached", "true"), ("model", "gpt"), revision, ("variant", "baseline"))
     assert samples[("dspy_prediction_duration_seconds_count", duration)] == 1
 
 
 def test_sub_millisecond_latencies_land_in_their_own_buckets() -> None:
     m = Metrics()
-    m.prediction_duration_seconds.labels("gpt", "a", "true").observe(0.0003)
+    m.prediction_duration_seconds.labels("gpt", "default", "a", "true").observe(0.0003)
     samples = _samples(m)
     bucket = "dspy_prediction_duration_seconds_bucket"
-    labels = (("cached", "true"), ("model", "gpt"), ("variant", "a"))
+    labels = (("cached", "true"), ("model", "gpt"), ("revision", "default"), ("variant", "a"))
     assert samples[(bucket, (*labels[:1], ("le", "0.00025"), *labels[1:]))] == 0
     assert samples[(bucket, (*labels[:1], ("le", "0.0005"), *labels[1:]))] == 1
 

@@ -119,3 +119,27 @@ def test_lm_fingerprint_ignores_key_and_timeout():
     b = LMSpec("m", api_key=SecretStr("k2"), timeout_secs=9)
     assert a.fingerprint() == b.fingerprint() != LMSpec("m", temperature=0.5).fingerprint()
     assert "k1" not in repr(a) and a.public()["api_key"] == "set"
+
+
+def test_inline_state_loads_like_the_file_and_its_bytes_make_the_version(tmp_path):
+    tuned = dspy.Predict("question -> answer")
+    tuned.demos = [dspy.Example(question="1+1?", answer="2")]
+    tuned.signature = tuned.signature.with_instructions("Be terse.")
+    path = _saved(tmp_path, tuned)
+    from_file = load_program(ProgramSpec("question -> answer", "Predict", path))
+    inline = load_program(ProgramSpec("question -> answer", "Predict", state=path.read_bytes()))
+    assert inline.module.signature.instructions == "Be terse." and len(inline.module.demos) == 1
+    # The same bytes hash alike, whichever way they came; other bytes version differently.
+    assert inline.version == from_file.version
+    other = json.loads(path.read_text()) | {"demos": []}
+    assert load_program(ProgramSpec("question -> answer", "Predict", state=json.dumps(other).encode())).version != inline.version
+    assert inline.public()["inline_state"] is True and inline.public()["path"] is None
+
+
+@pytest.mark.parametrize(
+    ("state", "fragment"),
+    [(b"{nope", "inline saved program is not JSON"), (b"[]", "inline saved program is not a JSON object")],
+)
+def test_bad_inline_state_is_a_clear_error(state, fragment):
+    with pytest.raises(ProgramError, match=fragment):
+        load_program(ProgramSpec("question -> answer", "Predict", state=state))

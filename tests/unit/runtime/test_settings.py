@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from pydantic import ValidationError
 
@@ -11,7 +13,7 @@ from dspy_runtime.settings import RuntimeSettings, describe_errors, get_settings
 ENV_NAMES = (
     "OPENAI_API_KEY", "LM_API_KEY", "LM_MODEL", "LM_FALLBACK_MODELS", "LM_PRICING", "REDIS_URL",
     "DSPY_MODULE", "DSPY_SIGNATURE", "PROGRAM_PATH", "ROUTING_PATH", "DAILY_BUDGET_USD", "PORT", "LOG_LEVEL",
-    "LM_API_BASE",
+    "LM_API_BASE", "ROUTING_REDIS_KEY", "DSPY_RESOURCE", "WINDOW_FLUSH_SECS", "HOSTNAME", "POD_NAME",
 )  # fmt: skip
 
 
@@ -135,3 +137,38 @@ def test_redact_url():
     assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
     assert redact_url("redis://:pw@redis:6379") == "redis://:***@redis:6379"
     assert redact_url("rediss://u:p@w@host") == "rediss://u:***@host"
+
+
+def test_the_resource_names_its_redis_keys_and_the_pod_names_itself(monkeypatch):
+    s = get_settings()
+    assert (s.key_prefix, s.routing_redis_key, s.window_flush_secs) == (None, None, 1.0)
+    assert s.effective_pod_name == socket.gethostname()
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("ROUTING_REDIS_KEY", "dspy:{demo/qa}:routing")
+    assert get_settings().key_prefix == "dspy:{demo/qa}:"  # the key without its "routing"
+    monkeypatch.setenv("DSPY_RESOURCE", "demo/qa")
+    monkeypatch.setenv("POD_NAME", "qa-7d9f-abcde")
+    s = get_settings()
+    assert (s.key_prefix, s.effective_pod_name) == ("dspy:{demo/qa}:", "qa-7d9f-abcde")
+    monkeypatch.setenv("HOSTNAME", "qa-from-hostname")
+    assert get_settings().effective_pod_name == "qa-from-hostname"
+    monkeypatch.delenv("ROUTING_REDIS_KEY")
+    assert get_settings().key_prefix == "dspy:{demo/qa}:"  # from DSPY_RESOURCE alone
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"ROUTING_REDIS_KEY": "dspy:{demo/qa}:routing"}, "ROUTING_REDIS_KEY is set, but REDIS_URL is not"),
+        ({"REDIS_URL": "redis://r", "ROUTING_REDIS_KEY": "dspy:{demo/other}:routing", "DSPY_RESOURCE": "demo/qa"},
+         "ROUTING_REDIS_KEY must be dspy:{demo/qa}:routing for DSPY_RESOURCE demo/qa"),
+        ({"DSPY_RESOURCE": "just-a-name"}, "DSPY_RESOURCE: Value error, must be <namespace>/<name>"),
+        ({"WINDOW_FLUSH_SECS": "0"}, "WINDOW_FLUSH_SECS"),
+    ],
+)
+def test_inconsistent_resource_settings_are_refused(monkeypatch, env, fragment):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        get_settings()
+    assert fragment in describe_errors(caught.value)

@@ -1,0 +1,142 @@
+"""Server processes the integration and e2e suites both start: a real redis-server and the
+project's fake LM, each on a free loopback port. Imported by both levels' conftest.py."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+STARTUP_TIMEOUT = 180.0  # two shared cores and a parallel Go build: be patient
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _send(port: int, command: bytes, timeout: float = 1.0) -> bytes:
+    """One raw RESP inline command; keeps the fixture independent of the client under test."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(command + b"\r\n")
+        return sock.recv(64)
+
+
+class RedisServer:
+    """A ``redis-server`` child process that can be stopped and restarted on one port."""
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self.executable = executable
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 20.0) -> None:
+        if self.running:
+            return
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - handed to the child process
+        self._process = subprocess.Popen(
+            [
+                self.executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.workdir),
+                "--save", "",
+                "--appendonly", "no",
+                "--protected-mode", "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self._process.returncode}; see {self.workdir}/redis.log")
+            try:
+                if _send(self.port, b"PING").startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def flushall(self) -> None:
+        _send(self.port, b"FLUSHALL")
+
+
+class FakeLMServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.api_base = f"{self.base}/v1"
+        self._log = open(workdir / "fakelm.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "dspy_runtime.fakelm", "--port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.base}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, STARTUP_TIMEOUT, what="the fake LM to start")
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.base}/stats", timeout=10).json()
+
+    @property
+    def calls(self) -> int:
+        return int(self.stats()["calls"])
+
+    def configure(self, **config: Any) -> None:
+        httpx.post(f"{self.base}/admin/config", json=config, timeout=10).raise_for_status()
+
+    def reset(self, **config: Any) -> None:
+        httpx.post(f"{self.base}/admin/reset", json=config, timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+        self._log.close()
+
+
