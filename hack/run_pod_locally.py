@@ -12,8 +12,9 @@ reads the runtime Deployment the operator wrote and starts its container here:
 * command: the container's `command`/`args`, or the image's entrypoint given
   with `--entrypoint` (the runtime image's is `dspy-runtime`).
 
-Only `HOST` and `PORT` are overridden, so the process listens on loopback.
-Usage: run_pod_locally.py --namespace NS --deployment NAME [--container C] --port P --entrypoint CMD
+Only `HOST` and `PORT` are overridden, so the process listens on loopback, and `HOSTNAME` is
+set to the pod's name, as in a pod.
+Usage: run_pod_locally.py --namespace NS --deployment NAME [--container C] --port P [--pod-name N] --entrypoint CMD
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--deployment", required=True)
     parser.add_argument("--container", default=None)
     parser.add_argument("--port", required=True)
+    parser.add_argument("--pod-name", default=None, help="the pod's name (HOSTNAME, metadata.name); default <deployment>-local")
     parser.add_argument("--entrypoint", required=True, help="the image's ENTRYPOINT, as a local command")
     parser.add_argument("--print-env", action="store_true", help="print the resolved environment names and exit")
     args = parser.parse_args()
@@ -156,8 +158,10 @@ def main() -> None:
     for path in root.rglob("*"):
         if path.is_file():
             path.write_text(rewrite_paths(path.read_text(), mounts))
-    env = {k: rewrite_paths(v, mounts) for k, v in resolve_env(container, resolver, f"{args.deployment}-local").items()}
-    env.update(HOST="127.0.0.1", PORT=str(args.port))
+    pod_name = args.pod_name or f"{args.deployment}-local"
+    env = {k: rewrite_paths(v, mounts) for k, v in resolve_env(container, resolver, pod_name).items()}
+    # As in a pod: the hostname is the pod's name (the runtime reports the table it serves under it).
+    env.update(HOST="127.0.0.1", PORT=str(args.port), HOSTNAME=pod_name)
     if args.print_env:
         print("\n".join(sorted(env)))
         return

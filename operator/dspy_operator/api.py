@@ -29,12 +29,20 @@ COMPONENT_RUNTIME: Final = "runtime"
 COMPONENT_REDIS: Final = "redis"
 COMPONENT_PROGRAM: Final = "program"
 COMPONENT_ROUTING: Final = "routing"
+COMPONENT_REVISION: Final = "revision"
 
 # Hash of what the operator last applied to a child; equal hash and equal owned
 # fields mean the apply call can be skipped.
 ANNOTATION_APPLIED_HASH: Final = "dspy.dev/applied-hash"
-# Hash of program, routing and configuration in the pod template: a change rolls pods.
+# Hash of the pod-level configuration in the pod template: a change rolls pods.
 ANNOTATION_CONFIG_HASH: Final = "dspy.dev/config-hash"
+# The revision a revision ConfigMap holds.
+ANNOTATION_REVISION: Final = "dspy.dev/revision"
+# A `kubectl dspy` request: {"id", "action", "time"}; answered in status.lastRequest.
+ANNOTATION_REQUEST: Final = "dspy.dev/request"
+
+REVISION_LENGTH: Final = 12
+LM_API_KEY_ENV: Final = "LM_API_KEY"
 
 PROGRAMS_DIR: Final = "/etc/dspy/programs"
 ROUTING_DIR: Final = "/etc/dspy/routing"
@@ -79,9 +87,24 @@ def redis_name(name: str) -> str:
     return f"{name}-redis"
 
 
-def program_name(name: str, content_hash: str) -> str:
-    """Immutable program ConfigMaps are named by content so old revisions stay mountable."""
-    return f"{name}-program-{content_hash[:10]}"
+def revision_name(name: str, revision: str) -> str:
+    """Immutable revision ConfigMaps are named by content, like ControllerRevisions."""
+    return f"{name}-rev-{revision}"
+
+
+def resource_id(namespace: str, name: str) -> str:
+    """How runtime pods and Redis keys name the resource (`DSPY_RESOURCE`)."""
+    return f"{namespace}/{name}"
+
+
+def redis_prefix(namespace: str, name: str) -> str:
+    """Every Redis key of one resource; the braces are a Redis Cluster hash tag (one shard)."""
+    return f"dspy:{{{resource_id(namespace, name)}}}:"
+
+
+def routing_redis_key(namespace: str, name: str) -> str:
+    """Key and channel of the routing table push (`ROUTING_REDIS_KEY`)."""
+    return redis_prefix(namespace, name) + "routing"
 
 
 def variant_key_env(variant: str) -> str:

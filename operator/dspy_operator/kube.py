@@ -97,6 +97,20 @@ class KubeClient:
             query=[("fieldManager", field_manager)], body=obj,
         )
 
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                     resource_version: str | None = None) -> dict[str, Any]:
+        """A merge patch of a DSPyDeployment's status (None values remove fields).
+
+        With `resource_version`, the API server applies it only if the object is still at
+        that version (409 otherwise): a decision taken from a stale body never lands."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self._call(
+            "PATCH", KINDS[api.KIND].path(namespace, name) + "/status",
+            body=body, content_type=MERGE_CONTENT_TYPE,
+        )
+
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete in the background; an object already gone is fine."""
         try:

@@ -29,17 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
+# The test modules import `relay.py` (shared with bench/operator_scale.py), `resources.py` and
+# `tests/servers.py` by name; pytest's importlib mode does not put these directories on
+# sys.path, and conftest is loaded first.
+for _directory in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
+    if str(_directory) not in sys.path:
+        sys.path.insert(0, str(_directory))
 
-REPO = Path(__file__).resolve().parents[2]
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import config as k8s_config  # noqa: E402
 
-# The test modules import `relay.py` (shared with bench/operator_scale.py) by name; pytest's
-# importlib mode does not put this directory on sys.path, and conftest is loaded first.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from relay import CountingRelay, relayed_proxy, start_operator, stop  # noqa: E402
+from resources import CRD_PATH, GROUP, PLURAL, REPO  # noqa: E402
+from servers import FakeLMServer, RedisServer, free_port  # noqa: E402
 
 CLUSTER_SH = REPO / "tests" / "cluster" / "cluster.sh"
 STATE_DIR = Path(os.environ.get("DSPY_CLUSTER_DIR", REPO / ".cluster"))
@@ -267,6 +272,154 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name)
+
+
+# --- the operator ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def crd(cluster: Any) -> str:
+    """The DSPyDeployment CRD, installed and Established (lists answer 429 until then)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    f"crd/{PLURAL}.{GROUP}")
+    return f"{PLURAL}.{GROUP}"
+
+
+@dataclass
+class Operator:
+    relay: CountingRelay
+    kubeconfig: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, crd: str, tmp_path_factory: pytest.TempPathFactory,
+             request: pytest.FixtureRequest) -> Iterator[Operator]:
+    """The real operator, all namespaces, behind kubectl proxy and the counting relay.
+    Its output is printed when a test of this module fails."""
+    workdir = tmp_path_factory.mktemp("operator")
+    with relayed_proxy(cluster.kubectl_bin, cluster.kubeconfig, workdir / "kubeconfig") as relay:
+        handle = Operator(relay=relay, kubeconfig=workdir / "kubeconfig", log_path=workdir / "operator.log")
+        handle.process = start_operator(handle.kubeconfig, handle.log_path)
+        failed_before = request.session.testsfailed
+        try:
+            yield handle
+        finally:
+            if handle.process is not None:
+                stop(handle.process)
+            if request.session.testsfailed > failed_before:
+                lines = [line for line in handle.logs().splitlines() if "[DEBUG" not in line]
+                print("\n----- operator output (without DEBUG) -----\n" + "\n".join(lines[-400:]))
+
+
+# --- the runtime's real parts: Redis, the fake LM, runtime processes -------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on loopback: resources point at it with `redis.mode: External`."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed: run `make debs`")
+    server = RedisServer(executable, tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
+    server = FakeLMServer(tmp_path_factory.mktemp("fakelm"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def flaky_lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
+    """A second fake LM, for canaries whose LM fails (set its failure rate per test)."""
+    server = FakeLMServer(tmp_path_factory.mktemp("flakylm"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class RuntimeProcess:
+    """A runtime started from a Deployment the operator wrote, with the pod's exact command and
+    environment (`hack/run_pod_locally.py`, as `make demo` does); listens on loopback."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, deployment: str, pod_name: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.pod_name = pod_name
+        self.log_path = workdir / f"{pod_name}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / "hack" / "run_pod_locally.py"), "--namespace", namespace,
+             "--deployment", deployment, "--port", str(self.port), "--pod-name", pod_name,
+             "--entrypoint", str(Path(sys.executable).parent / "dspy-runtime")],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+        log.close()
+
+    def get(self, path: str) -> dict[str, Any]:
+        return httpx.get(self.base + path, timeout=5).json()
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"runtime {self.pod_name} exited {self.process.returncode}:\n{self.output()[-3000:]}")
+        try:
+            return httpx.get(self.base + "/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def serial(self) -> int:
+        return int(self.get("/config")["routing"].get("serial") or 0)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def runtimes(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., list[RuntimeProcess]]]:
+    """`runtimes(namespace, name, count)`: that many runtime processes of the resource, ready.
+    Their output is printed when the test fails."""
+    started: list[RuntimeProcess] = []
+
+    def start(namespace: str, name: str, count: int = 2) -> list[RuntimeProcess]:
+        batch = [RuntimeProcess(cluster.kubeconfig, namespace, name, f"{name}-local-{len(started) + i}", tmp_path)
+                 for i in range(count)]
+        started.extend(batch)
+        for runtime in batch:
+            wait_until(runtime.ready, f"runtime {runtime.pod_name} to be ready", timeout=240)
+        return batch
+
+    failed_before = request.session.testsfailed
+    try:
+        yield start
+    finally:
+        for runtime in started:
+            runtime.stop()
+        if request.session.testsfailed > failed_before:
+            for runtime in started:
+                print(f"\n----- runtime {runtime.pod_name} (last 60 lines) -----\n"
+                      + "\n".join(runtime.output().splitlines()[-60:]))
 
 
 @pytest.fixture(name="wait_until", scope="session")

@@ -9,121 +9,19 @@ Pods run on kwok nodes: nothing really runs in them, and they become Ready.
 
 from __future__ import annotations
 
-import os
-import subprocess
+import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pytest
 import yaml
 from kubernetes import client as k8s
 
-from relay import CountingRelay, relayed_proxy, start_operator, stop
+from relay import start_operator, stop
+from resources import (
+    GROUP, PLURAL, REPO, RESYNC_SECONDS, TIMEOUT, VERSION, api_key_secret, apply_yaml, condition, custom,
+    dspy_deployment, get_dspy, owned_children, wait_phase,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "crds" / "dspy.dev_dspydeployments.yaml"
-GROUP, VERSION, PLURAL = "dspy.dev", "v1alpha1", "dspydeployments"
-RESYNC_SECONDS = 10  # dspy_operator.handlers.lifecycle.RESYNC_SECONDS
-TIMEOUT = float(os.environ.get("E2E_TIMEOUT", "120"))
 TIMER_SUCCEEDED = "Timer 'resync' succeeded"  # kopf's log line after each tick of the timer
-
-
-# --- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> str:
-    """The DSPyDeployment CRD, installed and Established (lists answer 429 until then)."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    f"crd/{PLURAL}.{GROUP}")
-    return f"{PLURAL}.{GROUP}"
-
-
-@dataclass
-class Operator:
-    relay: CountingRelay
-    kubeconfig: Path
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, crd: str, tmp_path_factory: pytest.TempPathFactory,
-             request: pytest.FixtureRequest) -> Iterator[Operator]:
-    """The real operator, all namespaces, behind kubectl proxy and the counting relay.
-    Its output is printed when a test of this module fails."""
-    workdir = tmp_path_factory.mktemp("operator")
-    with relayed_proxy(cluster.kubectl_bin, cluster.kubeconfig, workdir / "kubeconfig") as relay:
-        handle = Operator(relay=relay, kubeconfig=workdir / "kubeconfig", log_path=workdir / "operator.log")
-        handle.process = start_operator(handle.kubeconfig, handle.log_path)
-        failed_before = request.session.testsfailed
-        try:
-            yield handle
-        finally:
-            if handle.process is not None:
-                stop(handle.process)
-            if request.session.testsfailed > failed_before:
-                lines = [line for line in handle.logs().splitlines() if "[DEBUG" not in line]
-                print("\n----- operator output (without DEBUG) -----\n" + "\n".join(lines[-400:]))
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-def custom(cluster: Any) -> k8s.CustomObjectsApi:
-    return k8s.CustomObjectsApi(cluster.api_client)
-
-
-def get_dspy(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
-    return custom(cluster).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def apply_yaml(cluster: Any, namespace: str, docs: list[dict[str, Any]]) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
-
-
-def api_key_secret(name: str = "openai") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "stringData": {"api-key": "sk-dummy-for-tests"}}
-
-
-def dspy_deployment(name: str = "qa", **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "program": {"signature": "question -> answer", "module": "ChainOfThought"},
-        "lm": {"model": "openai/fake-model", "apiBase": "http://fake-lm:18080/v1",
-               "apiKeySecretRef": {"name": "openai"}},
-        "replicas": 2,
-        "runtime": {"image": "example.invalid/dspy-runtime:e2e"},
-    }
-    base.update(spec)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DSPyDeployment", "metadata": {"name": name}, "spec": base}
-
-
-def wait_phase(cluster: Any, wait_until: Any, namespace: str, name: str, phase: str) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get_dspy(cluster, namespace, name)
-        status = obj.get("status") or {}
-        return obj if status.get("phase") == phase and status.get("observedGeneration") == obj["metadata"]["generation"] else None
-    return wait_until(check, f"{namespace}/{name} to be {phase}", timeout=TIMEOUT)
-
-
-def owned_children(cluster: Any, namespace: str, name: str) -> dict[str, dict[str, Any]]:
-    """Every child kind the operator makes, by `Kind/name`, selected by the operator's labels."""
-    selector = f"dspy.dev/deployment={name}"
-    out = cluster.kubectl("get", "deployments,services,configmaps,secrets,poddisruptionbudgets,"
-                          "horizontalpodautoscalers,networkpolicies", "-n", namespace, "-l", selector, "-o", "yaml")
-    return {f"{item['kind']}/{item['metadata']['name']}": item for item in yaml.safe_load(out.stdout)["items"]}
 
 
 # --- tests ------------------------------------------------------------------------------
@@ -157,37 +55,59 @@ def test_children_appear_owned_and_resource_becomes_healthy(cluster, operator, n
     assert scale["status"]["replicas"] == 2 and "dspy.dev/deployment=qa" in scale["status"]["selector"]
 
 
-def test_every_example_becomes_healthy(cluster, operator, namespace, wait_until):
-    """examples/ is what users copy: each one reconciles to Healthy (canary and blue/green
-    strategies roll like RollingUpdate until their issues land)."""
+def test_every_example_reconciles_to_the_phase_it_promises(cluster, operator, namespace, wait_until):
+    """examples/ is what users copy: each one reconciles to Healthy, except blue/green, which
+    says it is not implemented yet rather than pretending (Degraded, StrategyNotImplemented)."""
     names = []
     for path in sorted((REPO / "examples").glob("*.yaml")):
         docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
         apply_yaml(cluster, namespace, docs)
-        names += [doc["metadata"]["name"] for doc in docs if doc["kind"] == "DSPyDeployment"]
+        names += [(doc["metadata"]["name"], doc["spec"].get("rollout", {}).get("strategy"))
+                  for doc in docs if doc["kind"] == "DSPyDeployment"]
     assert names
-    for name in names:
-        wait_phase(cluster, wait_until, namespace, name, "Healthy")
+    for name, strategy in names:
+        if strategy == "BlueGreen":
+            obj = wait_phase(cluster, wait_until, namespace, name, "Degraded")
+            assert condition(obj, "Degraded")["reason"] == "StrategyNotImplemented"
+        else:
+            wait_phase(cluster, wait_until, namespace, name, "Healthy")
 
 
-def test_spec_change_rolls_the_pods(cluster, operator, namespace, wait_until):
+def test_a_program_change_switches_the_table_and_a_pod_level_change_rolls_the_pods(
+        cluster, operator, namespace, wait_until):
     apply_yaml(cluster, namespace, [api_key_secret(), dspy_deployment()])
-    wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+    first = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")["status"]
     apps = k8s.AppsV1Api(cluster.api_client)
-    before = apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations["dspy.dev/config-hash"]
+    core = k8s.CoreV1Api(cluster.api_client)
+
+    def pod_hash() -> str:
+        return apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations["dspy.dev/config-hash"]
+
+    before = pod_hash()
     replicasets_before = {rs.metadata.name for rs in apps.list_namespaced_replica_set(namespace).items}
 
+    # Revision-scoped (LM settings): a new revision in the routing table, no new pods.
     cluster.kubectl("patch", "dspydeployment", "qa", "-n", namespace, "--type=merge",
                     "-p", '{"spec": {"lm": {"temperature": 0.7}}}')
-    wait_until(lambda: apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations[
-        "dspy.dev/config-hash"] != before, "a new pod-template hash")
+    second = wait_until(lambda: (s := get_dspy(cluster, namespace, "qa")["status"]).get("stableRevision") !=
+                        first["stableRevision"] and s, "a new stable revision")
+    table = yaml.safe_load(core.read_namespaced_config_map("qa-routing", namespace).data["routing.json"])
+    assert [(entry["name"], entry["weight"]) for entry in table["revisions"]] == [(second["stableRevision"], 100)]
+    assert table["revisions"][0]["variants"][0]["lm"]["temperature"] == 0.7
+    assert table["serial"] == second["routing"]["serial"] > first["routing"]["serial"]
+    assert pod_hash() == before, "a revision change never restarts pods"
+    assert f"ConfigMap/qa-rev-{second['stableRevision']}" in owned_children(cluster, namespace, "qa")
+
+    # Pod-level (the runtime's environment): new pods.
+    cluster.kubectl("patch", "dspydeployment", "qa", "-n", namespace, "--type=merge",
+                    "-p", '{"spec": {"runtime": {"logLevel": "DEBUG"}}}')
+    wait_until(lambda: pod_hash() != before, "a new pod-template hash")
     wait_until(lambda: {rs.metadata.name for rs in apps.list_namespaced_replica_set(namespace).items} - replicasets_before,
                "a new ReplicaSet")
     obj = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
-    deployment = apps.read_namespaced_deployment("qa", namespace)
-    env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
-    assert env["LM_TEMPERATURE"] == "0.7"
-    assert obj["status"]["revision"] == deployment.spec.template.metadata.annotations["dspy.dev/config-hash"][:12]
+    env = {e.name: e.value for e in apps.read_namespaced_deployment("qa", namespace).spec.template.spec.containers[0].env}
+    assert env["LOG_LEVEL"] == "DEBUG" and "LM_TEMPERATURE" not in env
+    assert obj["status"]["stableRevision"] == second["stableRevision"], "pod-level changes are not revisions"
 
 
 def test_deleting_the_resource_removes_its_children(cluster, operator, namespace, wait_until):
@@ -239,28 +159,32 @@ def test_hand_deleted_or_edited_children_come_back(cluster, operator, namespace,
                "the hand-edited selector to be restored")
 
 
-def test_saved_program_is_copied_immutable_and_old_copies_go_after_the_rollout(cluster, operator, namespace, wait_until):
+def test_saved_programs_live_in_immutable_revisions_and_old_revisions_are_pruned(
+        cluster, operator, namespace, wait_until):
     program = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qa-program"},
                "data": {"program.json": '{"predict": {"demos": []}}'}}
     spec = {"program": {"signature": "question -> answer", "configMapRef": {"name": "qa-program"}}}
     apply_yaml(cluster, namespace, [api_key_secret(), program, dspy_deployment(**spec)])
-    wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
-    first = [key for key in owned_children(cluster, namespace, "qa") if key.startswith("ConfigMap/qa-program-")]
-    assert len(first) == 1
-    copy = owned_children(cluster, namespace, "qa")[first[0]]
-    assert copy["immutable"] is True and copy["data"] == program["data"]
-    apps = k8s.AppsV1Api(cluster.api_client)
-    env = {e.name: e.value for e in apps.read_namespaced_deployment("qa", namespace).spec.template.spec.containers[0].env}
-    assert env["PROGRAM_PATH"] == f"/etc/dspy/programs/{first[0].rsplit('-', 1)[1]}.json"
+    first = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")["status"]["stableRevision"]
+    copy = owned_children(cluster, namespace, "qa")[f"ConfigMap/qa-rev-{first}"]
+    assert copy["immutable"] is True
+    saved = yaml.safe_load(copy["data"]["revision.json"])["variants"][0]["program"]["state"]
+    assert saved == {"predict": {"demos": []}}, "the saved program travels inline with its revision"
 
-    program["data"] = {"program.json": '{"predict": {"demos": [{"question": "q", "answer": "a"}]}}'}
-    apply_yaml(cluster, namespace, [program])
-    second = wait_until(lambda: [key for key in owned_children(cluster, namespace, "qa")
-                                 if key.startswith("ConfigMap/qa-program-") and key not in first],
-                        "a new program copy (the resync timer reads the user's ConfigMap)")
-    wait_until(lambda: [key for key in owned_children(cluster, namespace, "qa")
-                        if key.startswith("ConfigMap/qa-program-")] == second,
-               "the old copy to be pruned once the rollout completed")
+    revisions = [first]
+    for demos in range(1, 4):  # a new saved program: a new revision each time
+        demo = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(demos)]
+        edited = {**program, "metadata": {"name": f"qa-program-{demos}"},
+                  "data": {"program.json": json.dumps({"predict": {"demos": demo}})}}
+        apply_yaml(cluster, namespace, [edited])
+        cluster.kubectl("patch", "dspydeployment", "qa", "-n", namespace, "--type=merge", "-p",
+                        f'{{"spec": {{"program": {{"configMapRef": {{"name": "qa-program-{demos}"}}}}}}}}')
+        revisions.append(wait_until(
+            lambda: (r := get_dspy(cluster, namespace, "qa")["status"].get("stableRevision")) not in revisions and r,
+            "a new revision", timeout=TIMEOUT))
+    kept = {key.removeprefix("ConfigMap/qa-rev-") for key in owned_children(cluster, namespace, "qa")
+            if key.startswith("ConfigMap/qa-rev-")}
+    assert kept == set(revisions[-3:]), "the stable revision and the two before it (for undo) are kept"
     wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
 
 
@@ -304,19 +228,22 @@ def test_idle_reconciles_make_zero_writes(cluster, operator, namespace, wait_unt
 
 def test_paused_holds_changes(cluster, operator, namespace, wait_until):
     apply_yaml(cluster, namespace, [api_key_secret(), dspy_deployment()])
-    wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+    before = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")["status"]
     apps = k8s.AppsV1Api(cluster.api_client)
-    before = apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations["dspy.dev/config-hash"]
+    pod_hash = apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations["dspy.dev/config-hash"]
     cluster.kubectl("patch", "dspydeployment", "qa", "-n", namespace, "--type=merge",
-                    "-p", '{"spec": {"paused": true, "lm": {"temperature": 0.9}}}')
+                    "-p", '{"spec": {"paused": true, "lm": {"temperature": 0.9}, "runtime": {"logLevel": "DEBUG"}}}')
     obj = wait_phase(cluster, wait_until, namespace, "qa", "Paused")
     assert condition(obj, "Progressing")["reason"] == "Paused"
+    assert obj["status"]["stableRevision"] == before["stableRevision"]
+    assert obj["status"]["routing"] == before["routing"]
     assert apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations[
-        "dspy.dev/config-hash"] == before
+        "dspy.dev/config-hash"] == pod_hash
     cluster.kubectl("patch", "dspydeployment", "qa", "-n", namespace, "--type=merge", "-p", '{"spec": {"paused": false}}')
     wait_until(lambda: apps.read_namespaced_deployment("qa", namespace).spec.template.metadata.annotations[
-        "dspy.dev/config-hash"] != before, "the held change to roll out once unpaused")
-    wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+        "dspy.dev/config-hash"] != pod_hash, "the held pod-level change to roll out once unpaused")
+    after = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+    assert after["status"]["stableRevision"] != before["stableRevision"], "the held revision is served once unpaused"
 
 
 def test_operator_restart_loses_nothing(cluster, operator, namespace, wait_until):

@@ -16,12 +16,10 @@ from typing import Any
 import kopf
 
 from dspy_operator import api
-from dspy_operator.errors import KubeApiError
 from dspy_operator.handlers.context import from_memo
-from dspy_operator.handlers.indexes import Key, children_of, controller_name, owner_of
+from dspy_operator.handlers.indexes import Key, controller_name, owner_of
 from dspy_operator.handlers.startup import CHILD_RESOURCES
-from dspy_operator.reconcile.core import reconcile
-from dspy_operator.reconcile.inputs import resolve
+from dspy_operator.handlers.sync import sync
 
 _MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
 CONTROLLER_MANAGER = "kube-controller-manager"
@@ -43,7 +41,8 @@ def restore_child(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.L
     """Re-apply the owner's children when one of them was deleted or changed by hand.
 
     The owner and its children come from the indexes (kopf updates them with this very event
-    before calling the handler); the owner's references as the timer sees them."""
+    before calling the handler); the owner's references as the timer sees them. The pass is
+    the owner's own (`sync`), serialized with its other passes."""
     context = from_memo(memo)
     owner_name = controller_name(body)
     if owner_name is None:
@@ -55,13 +54,10 @@ def restore_child(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.L
     if (owner.get("spec") or {}).get("paused"):
         return  # paused: no child writes (the owner's handlers report the state)
     try:
-        inputs = resolve(context.references, namespace, owner["spec"], fresh=False)
-        result = reconcile(owner, inputs, children_of(dspy_children, namespace, owner_name),
-                           context.kube, context.settings, logger)
-    except KubeApiError as error:
+        result = sync(owner, context, dspy_children, logger, fresh=False, retry=0)
+    except kopf.TemporaryError as error:
         # A terminating namespace refuses new objects: nothing to restore, it is all going away.
-        terminating = error.status == 403 and "being terminated" in str(error)
-        log = logger.debug if terminating else logger.warning
+        log = logger.debug if "being terminated" in str(error) else logger.warning
         log("could not restore children of %s/%s: %s", namespace, owner_name, error)
         return
     if result.writes:

@@ -1,13 +1,17 @@
-"""What handlers share through kopf's memo: settings, the API client and the remembered reads
-of referenced objects, built at startup."""
+"""What handlers share through kopf's memo: settings, the API client, remembered reads of
+referenced objects, the runtime pods' Redis connections and the per-resource serializer,
+built at startup."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from dspy_operator.handlers.serialize import Serializer
 from dspy_operator.kube import KubeClient
+from dspy_operator.observe import RedisAddresses
 from dspy_operator.reconcile.inputs import RecentReads
+from dspy_operator.runtimebus import RuntimeBuses
 from dspy_operator.settings import OperatorSettings
 
 
@@ -16,6 +20,9 @@ class Context:
     settings: OperatorSettings
     kube: KubeClient
     references: RecentReads
+    redis: RedisAddresses
+    buses: RuntimeBuses
+    serializer: Serializer
 
 
 def from_memo(memo: Any) -> Context:

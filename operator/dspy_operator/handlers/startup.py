@@ -8,9 +8,12 @@ from typing import Any
 import kopf
 
 from dspy_operator import api
-from dspy_operator.handlers.context import Context
+from dspy_operator.handlers.context import Context, from_memo
+from dspy_operator.handlers.serialize import Serializer
 from dspy_operator.kube import KubeClient, load_api_client
+from dspy_operator.observe import RedisAddresses
 from dspy_operator.reconcile.inputs import RecentReads
+from dspy_operator.runtimebus import RuntimeBuses
 from dspy_operator.settings import OperatorSettings
 
 # (group/version, plural) of every child kind: watched for deletions and hand edits, and indexed.
@@ -46,8 +49,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     for group_version, plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group_version, plural] = MANAGED_SELECTOR
     kube = KubeClient(load_api_client())
-    memo.context = Context(settings=operator_settings, kube=kube, references=RecentReads(kube.get))
+    memo.context = Context(
+        settings=operator_settings, kube=kube, references=RecentReads(kube.get), redis=RedisAddresses(kube.get),
+        buses=RuntimeBuses(), serializer=Serializer(),
+    )
     logger.info(
         "dspy-operator: namespaces=%s runtime image=%s",
         ",".join(operator_settings.namespaces) or "<all>", operator_settings.runtime_image,
     )
+
+
+@kopf.on.cleanup()
+def close_connections(memo: kopf.Memo, **_: Any) -> None:
+    """Close the Redis pools on shutdown."""
+    from_memo(memo).buses.close()

@@ -12,6 +12,7 @@ one GET per referenced object per minute, not one per resource per tick.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +35,10 @@ MAX_REMEMBERED = 4096
 # The DSPy modules the runtime builds from a signature. The CRD's enum says the same;
 # checked here too so that an object stored under an older schema is reported, not crashed on.
 KNOWN_MODULES: frozenset[str] = frozenset({"Predict", "ChainOfThought"})
+DEFAULT_PROGRAM_KEY = "program.json"
+DEFAULT_DEVSET_KEY = "devset.jsonl"
+MAX_DEVSET_EXAMPLES = 1000
+"""Examples scored at most: each costs two LM calls (canary and stable) on a cold cache."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,8 @@ class Inputs:
 
     programs: Mapping[str, Program] = field(default_factory=dict)
     """Saved programs by the field path of their reference (`spec.program`, `spec.variants[1].program`)."""
+    devset: tuple[Mapping[str, Any], ...] | None = None
+    """The evaluation gate's examples ({inputs, expected}), when spec.rollout.canary.analysis.evaluation is set."""
     problems: tuple[SpecProblem, ...] = ()
 
 
@@ -166,9 +173,52 @@ def gather(read: Read, namespace: str, spec: Mapping[str, Any]) -> Inputs:
         content_or_problem = _read_configmap_key(read, namespace, f"{path}.configMapRef", ref)
         if isinstance(content_or_problem, SpecProblem):
             problems.append(content_or_problem)
+        elif not _is_json_object(content_or_problem):
+            problems.append(SpecProblem(f"{path}.configMapRef", f'key "{ref.get("key") or DEFAULT_PROGRAM_KEY}" of '
+                                        f'ConfigMap "{ref["name"]}" is not a saved DSPy program (a JSON object)'))
         else:
             programs[path] = Program(content_or_problem)
-    return Inputs(programs=programs, problems=tuple(problems))
+    devset: tuple[Mapping[str, Any], ...] | None = None
+    evaluation = ((((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {}).get("evaluation")) or {}
+    if evaluation.get("configMapRef"):
+        path = "spec.rollout.canary.analysis.evaluation.configMapRef"
+        ref = {"key": DEFAULT_DEVSET_KEY, **evaluation["configMapRef"]}
+        text_or_problem = _read_configmap_key(read, namespace, path, ref)
+        examples_or_problem = text_or_problem if isinstance(text_or_problem, SpecProblem) else parse_devset(path, text_or_problem)
+        if isinstance(examples_or_problem, SpecProblem):
+            problems.append(examples_or_problem)
+        else:
+            devset = examples_or_problem
+    return Inputs(programs=programs, devset=devset, problems=tuple(problems))
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def parse_devset(path: str, text: str) -> tuple[Mapping[str, Any], ...] | SpecProblem:
+    """JSON Lines of {"inputs": {...}, "expected": {...}}; blank lines are skipped. The first
+    bad line is reported with its number, so the user can fix the ConfigMap."""
+    examples = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+        except ValueError as error:
+            return SpecProblem(path, f"dev set line {number} is not JSON: {error}")
+        if not (isinstance(example, dict) and isinstance(example.get("inputs"), dict)
+                and isinstance(example.get("expected"), dict) and example["expected"]):
+            return SpecProblem(path, f'dev set line {number} needs "inputs" and "expected" objects')
+        examples.append({"inputs": example["inputs"], "expected": example["expected"]})
+    if not examples:
+        return SpecProblem(path, "the dev set has no examples")
+    if len(examples) > MAX_DEVSET_EXAMPLES:
+        return SpecProblem(path, f"the dev set has {len(examples)} examples; at most {MAX_DEVSET_EXAMPLES} are scored")
+    return tuple(examples)
 
 
 def _check_secret_key(read: Read, namespace: str, path: str, ref: Mapping[str, Any]) -> SpecProblem | None:
@@ -182,7 +232,7 @@ def _check_secret_key(read: Read, namespace: str, path: str, ref: Mapping[str, A
 
 
 def _read_configmap_key(read: Read, namespace: str, path: str, ref: Mapping[str, Any]) -> str | SpecProblem:
-    name, key = ref.get("name"), ref.get("key") or "program.json"
+    name, key = ref.get("name"), ref.get("key") or DEFAULT_PROGRAM_KEY
     if not name:
         return SpecProblem(path, "name is required")
     configmap = read("ConfigMap", namespace, name)

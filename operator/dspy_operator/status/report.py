@@ -10,12 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dspy_operator import api
 from dspy_operator.errors import SpecProblem
+from dspy_operator.rollout.state import Plan, RolloutState
 from dspy_operator.status import conditions as c
 
-
-REVISION_LENGTH = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +71,29 @@ class Rollout:
         return self.available >= self.desired
 
 
-def desired_status(current: Mapping[str, Any], observation: Observation, now: str) -> dict[str, Any]:
-    """The whole status block this observation calls for; conditions keep their transition times."""
+@dataclass(frozen=True, slots=True)
+class RolloutReport:
+    """What the rollout pass decided and saw, for conditions and status."""
+
+    plan: Plan
+    state: RolloutState
+    desired: str
+    """The revision the current spec asks for."""
+    redis_problem: str | None = None
+    """Why the operator could not use the runtime pods' Redis this pass (None: it could, or there is
+    none). It shows in status.routing.pushError, and holds a judged canary (AnalysisUnavailable);
+    the pods' own use of Redis is RedisReady's business."""
+    served_by: str | None = None
+    """`3/3`: pods serving the current table over pods reporting (None: not known)."""
+    experiment: Mapping[str, Any] | None = None
+
+
+def desired_status(current: Mapping[str, Any], observation: Observation, now: str,
+                   rollout: RolloutReport | None = None) -> dict[str, Any]:
+    """The status block this observation calls for; conditions keep their transition times.
+
+    `rollout` is None when no rollout decision was taken this pass (paused, invalid spec):
+    the rollout fields then stay as they are."""
     gen = observation.generation
     conditions: list[c.Condition] = list(current.get("conditions") or [])
 
@@ -85,53 +104,123 @@ def desired_status(current: Mapping[str, Any], observation: Observation, now: st
     redis_ready, redis_reason, redis_message = _redis_state(observation)
     put(c.REDIS_READY, c.TRUE if redis_ready else c.FALSE, redis_reason, redis_message)
 
-    rollout = Rollout.of(observation.runtime) if observation.runtime is not None else None
-    if rollout is None:
+    deployment = Rollout.of(observation.runtime) if observation.runtime is not None else None
+    if deployment is None:
         put(c.READY, c.FALSE, c.REASON_DEPLOYMENT_MISSING, "the runtime Deployment does not exist yet")
-    elif rollout.serving and redis_ready:
-        put(c.READY, c.TRUE, c.REASON_ALL_REPLICAS_READY, f"{rollout.available}/{rollout.desired} replicas available")
-    elif rollout.serving:
+    elif deployment.serving and redis_ready:
+        put(c.READY, c.TRUE, c.REASON_ALL_REPLICAS_READY, f"{deployment.available}/{deployment.desired} replicas available")
+    elif deployment.serving:
         put(c.READY, c.FALSE, c.REASON_REDIS_NOT_READY, redis_message)
     else:
-        put(c.READY, c.FALSE, c.REASON_REPLICAS_NOT_READY, f"{rollout.available}/{rollout.desired} replicas available")
+        put(c.READY, c.FALSE, c.REASON_REPLICAS_NOT_READY, f"{deployment.available}/{deployment.desired} replicas available")
 
-    if observation.paused:
-        put(c.PROGRESSING, c.FALSE, c.REASON_PAUSED, "spec.paused is true: changes are held")
-    elif observation.problems:
-        put(c.PROGRESSING, c.FALSE, c.REASON_SPEC_INVALID, "changes are held until the spec is fixed")
-    elif rollout is not None and rollout.deadline_exceeded:
-        put(c.PROGRESSING, c.FALSE, c.REASON_PROGRESS_DEADLINE_EXCEEDED, "the runtime Deployment stopped making progress")
-    elif rollout is None or not rollout.complete:
-        put(c.PROGRESSING, c.TRUE, c.REASON_ROLLOUT_IN_PROGRESS, _rollout_message(rollout))
-    else:
-        put(c.PROGRESSING, c.FALSE, c.REASON_ROLLOUT_COMPLETE, "all replicas run the current revision")
-
-    if observation.problems:
-        put(c.DEGRADED, c.TRUE, c.REASON_SPEC_INVALID, "; ".join(str(problem) for problem in observation.problems))
-    elif rollout is not None and rollout.deadline_exceeded and not observation.paused:
-        put(c.DEGRADED, c.TRUE, c.REASON_PROGRESS_DEADLINE_EXCEEDED, "the runtime Deployment exceeded its progress deadline")
+    put(c.PROGRESSING, *_progressing(observation, deployment, rollout))
+    degraded = _degraded(observation, deployment, rollout)
+    if degraded is not None:
+        put(c.DEGRADED, c.TRUE, *degraded)
     elif not observation.paused or c.find(conditions, c.DEGRADED) is None:
         put(c.DEGRADED, c.FALSE, c.REASON_AS_EXPECTED, "")
 
+    paused = observation.paused or (rollout is not None and rollout.state.paused)
     status: dict[str, Any] = {
-        "phase": c.derive_phase(conditions, observation.paused),
+        "phase": c.derive_phase(conditions, paused),
         "observedGeneration": gen,
-        "replicas": rollout.current if rollout else 0,
-        "readyReplicas": rollout.ready if rollout else 0,
-        "readySummary": f"{rollout.ready}/{rollout.desired}" if rollout else "0/0",
+        "replicas": deployment.current if deployment else 0,
+        "readyReplicas": deployment.ready if deployment else 0,
+        "readySummary": f"{deployment.ready}/{deployment.desired}" if deployment else "0/0",
         "selector": observation.selector,
         "conditions": conditions,
     }
-    if observation.runtime is not None:
-        status["revision"] = revision_of(observation.runtime)
+    if rollout is not None:
+        status["revision"] = rollout.desired
+        # How the table reaches the pods: pushed through Redis, or (push failed) the mounted file only.
+        routing = {key: value for key, value in (current.get("routing") or {}).items() if key not in ("servedBy", "pushError")}
+        if rollout.served_by is not None:
+            routing["servedBy"] = rollout.served_by
+        if rollout.redis_problem:
+            routing["pushError"] = rollout.redis_problem
+        status["routing"] = routing
+        if rollout.experiment is not None:
+            status["experiment"] = dict(rollout.experiment)
     return status
 
 
-def revision_of(deployment: Mapping[str, Any]) -> str:
-    """The revision the runtime Deployment's pods are started from: its config hash, shortened."""
-    template = (deployment.get("spec") or {}).get("template") or {}
-    annotations = (template.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(api.ANNOTATION_CONFIG_HASH, ""))[:REVISION_LENGTH]
+def _progressing(observation: Observation, deployment: Rollout | None,
+                 rollout: RolloutReport | None) -> tuple[str, str, str]:
+    if observation.paused:
+        return c.FALSE, c.REASON_PAUSED, "spec.paused is true: changes are held"
+    if observation.problems:
+        return c.FALSE, c.REASON_SPEC_INVALID, "changes are held until the spec is fixed"
+    if deployment is not None and deployment.deadline_exceeded:
+        return c.FALSE, c.REASON_PROGRESS_DEADLINE_EXCEEDED, "the runtime Deployment stopped making progress"
+    state = rollout.state if rollout is not None else None
+    if state is not None and state.canary:
+        assert rollout is not None
+        if state.paused:
+            return c.TRUE, c.REASON_ROLLOUT_PAUSED, f"canary {state.canary} held at {state.weight}%: {state.pause_reason}"
+        evaluation = state.evaluation or {}
+        if rollout.plan.gate is not None and evaluation.get("state") != "Passed":
+            return c.TRUE, c.REASON_EVALUATING, (f"canary {state.canary} is scored on the dev set before any traffic "
+                                                 f"({evaluation.get('state') or 'Pending'})")
+        return c.TRUE, c.REASON_CANARY_IN_PROGRESS, canary_message(rollout.plan, state)
+    if deployment is None or not deployment.complete:
+        reason = c.REASON_ROLLOUT_IN_PROGRESS
+        message = _rollout_message(deployment)
+        if rollout is not None and rollout.plan.strategy == "Canary" and _replacing_pods(observation, deployment):
+            # A canary covers program, LM and variants; anything else needs new pods.
+            reason = c.REASON_POD_LEVEL_ROLLOUT
+            message = f"pod-level fields changed, so pods are replaced by a rolling update (not a canary): {message}"
+        return c.TRUE, reason, message
+    return c.FALSE, c.REASON_ROLLOUT_COMPLETE, "all replicas run the current revision"
+
+
+def _replacing_pods(observation: Observation, deployment: Rollout | None) -> bool:
+    """A new pod template is rolling out over pods of an older one (not a first rollout, a scale-up
+    or a restarted pod): only a pod-level change of the spec does that."""
+    generation = int(((observation.runtime or {}).get("metadata") or {}).get("generation") or 0)
+    return deployment is not None and generation > 1 and (
+        deployment.updated < deployment.desired or deployment.current > deployment.desired)
+
+
+def canary_message(plan: Plan, state: RolloutState) -> str:
+    """`canary 77aa01bc9e0f at 10% beside stable 3f9a0c1d2e4b, step 2/4 (pause 300s)`."""
+    total = len(plan.steps)
+    if state.step < total:
+        current = plan.steps[state.step].describe()
+    elif state.weight == 0:
+        current = "waiting for a passing analysis, but the canary takes no traffic: `kubectl dspy promote` decides"
+    else:
+        current = "promotion after a passing analysis"
+    return (f"canary {state.canary} at {state.weight}% beside stable {state.stable}, "
+            f"step {min(state.step + 1, total)}/{total} ({current})")
+
+
+def _degraded(observation: Observation, deployment: Rollout | None,
+              rollout: RolloutReport | None) -> tuple[str, str] | None:
+    """(reason, message) when something needs a human; None otherwise."""
+    if observation.problems:
+        return c.REASON_SPEC_INVALID, "; ".join(str(problem) for problem in observation.problems)
+    if deployment is not None and deployment.deadline_exceeded and not observation.paused:
+        return c.REASON_PROGRESS_DEADLINE_EXCEEDED, "the runtime Deployment exceeded its progress deadline"
+    if rollout is None:
+        return None
+    state = rollout.state
+    if state.aborted and state.aborted == rollout.desired:
+        request = state.last_request or {}
+        if request.get("action") == "undo" and request.get("result") == "Accepted":
+            return c.REASON_ROLLED_BACK, (f"rolled back to revision {state.stable}; the spec's revision {state.aborted} "
+                                          "is held until the spec changes or `kubectl dspy retry`")
+        why = (state.last_analysis or {}).get("message") or (state.evaluation or {}).get("message") or "aborted"
+        return c.REASON_ROLLOUT_ABORTED, (f"canary {state.aborted} aborted, traffic is back on {state.stable}: {why}; "
+                                          "change the spec or `kubectl dspy retry`")
+    if rollout.plan.strategy == "BlueGreen":
+        return c.REASON_STRATEGY_NOT_IMPLEMENTED, ("rollout.strategy BlueGreen is not implemented yet: changes are "
+                                                   "applied as with RollingUpdate (no preview, no switch)")
+    judged = rollout.plan.analysis is not None or rollout.plan.gate is not None
+    if rollout.redis_problem and state.canary and judged:
+        return c.REASON_ANALYSIS_UNAVAILABLE, (f"the canary cannot be judged, so it is held where it is: "
+                                               f"{rollout.redis_problem}")
+    return None
 
 
 def _rollout_message(rollout: Rollout | None) -> str:
@@ -147,15 +236,31 @@ def _redis_state(observation: Observation) -> tuple[bool, str, str]:
         return True, c.REASON_REDIS_EXTERNAL, "spec.redis.urlSecretRef points at an external Redis (not probed)"
     if observation.redis is None:
         return False, c.REASON_REDIS_NOT_READY, "the managed Redis Deployment does not exist yet"
-    rollout = Rollout.of(observation.redis)
-    if rollout.available >= 1:
+    rollout_of_redis = Rollout.of(observation.redis)
+    if rollout_of_redis.available >= 1:
         return True, c.REASON_REDIS_AVAILABLE, "the managed Redis is available"
     return False, c.REASON_REDIS_NOT_READY, "the managed Redis pod is not ready yet"
 
 
 def status_changes(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the top-level status fields whose value differs; empty means: write nothing."""
-    return {key: value for key, value in desired.items() if current.get(key) != value}
+    """The JSON merge patch (RFC 7386) that turns `current` into `desired` for the fields
+    `desired` names; empty means: write nothing.
+
+    A merge patch merges nested objects, so a key an object no longer has must be sent as
+    null (a promoted canary's weight would otherwise stay in `routing.weights`); lists are
+    replaced whole."""
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if old == value:
+            continue
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = status_changes(old, value)
+            nested.update({gone: None for gone in old if gone not in value})
+            patch[key] = nested
+        else:
+            patch[key] = value
+    return patch
 
 
 def condition_message(conditions: Sequence[Mapping[str, Any]], type_: str) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""The pure builders: the runtime's env contract, security, hashing, scaling, Redis modes."""
+"""The pure builders of the pod-level children: the runtime's env contract, security, the pod
+template hash, scaling, Redis modes. (Revisions and the routing table: test_revisions, test_routing.)"""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import pytest
 
 from dspy_operator import api
 from dspy_operator.reconcile import desired
-from dspy_operator.reconcile.inputs import Inputs, Program
+from dspy_operator.reconcile.common import Owner
 from dspy_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings()
+REVISION_SCOPED = ("DSPY_SIGNATURE", "DSPY_MODULE", "LM_MODEL", "LM_API_BASE", "LM_TEMPERATURE", "LM_MAX_TOKENS",
+                   "LM_TIMEOUT_SECS", "PROGRAM_PATH")
 
 
-def build(body: dict[str, Any], inputs: Inputs | None = None, secret_uid: str | None = "secret-uid") -> dict[str, dict[str, Any]]:
-    owner = desired.Owner.from_body(body)
-    children = desired.children(owner, inputs or Inputs(), SETTINGS, secret_uid)
+def build(body: dict[str, Any], secret_uid: str | None = "secret-uid") -> dict[str, dict[str, Any]]:
+    children = desired.runtime_children(Owner.from_body(body), SETTINGS, secret_uid)
     return {f"{child['kind']}/{child['metadata']['name']}": child for child in children}
 
 
@@ -29,16 +31,16 @@ def env_of(children: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {entry["name"]: entry for entry in container(children)["env"]}
 
 
-def config_hash(children: dict[str, dict[str, Any]]) -> str:
-    return children["Deployment/qa"]["spec"]["template"]["metadata"]["annotations"][api.ANNOTATION_CONFIG_HASH]
+def template_hash(children: dict[str, dict[str, Any]], name: str = "qa") -> str:
+    return children[f"Deployment/{name}"]["spec"]["template"]["metadata"]["annotations"][api.ANNOTATION_CONFIG_HASH]
 
 
 def test_every_child_is_owned_and_labelled(body):
     children = build(body())
-    assert set(children) == {
-        "ConfigMap/qa-routing", "Deployment/qa-redis", "Service/qa-redis", "NetworkPolicy/qa-redis",
+    assert list(children) == [
+        "Deployment/qa-redis", "Service/qa-redis", "NetworkPolicy/qa-redis",
         "Deployment/qa", "Service/qa", "PodDisruptionBudget/qa",
-    }
+    ], "Redis first: the runtime pods need it; no routing or revision ConfigMap here"
     for child in children.values():
         metadata = child["metadata"]
         assert metadata["namespace"] == "demo"
@@ -60,18 +62,27 @@ def test_env_contract(body):
     })))
     values = {name: entry.get("value") for name, entry in env.items()}
     assert values["HOST"] == "0.0.0.0" and values["PORT"] == "8080"
-    assert values["DSPY_SIGNATURE"] == "question -> answer" and values["DSPY_MODULE"] == "ChainOfThought"
-    assert values["LM_MODEL"] == "openai/gpt-4o-mini" and values["LM_API_BASE"] == "http://lm:8000/v1"
-    assert values["LM_TEMPERATURE"] == "0.0" and values["LM_MAX_TOKENS"] == "512" and values["LM_TIMEOUT_SECS"] == "30"
+    assert values["LOG_FORMAT"] == "json" and values["LOG_LEVEL"] == "INFO"
+    assert values["DSPY_RESOURCE"] == "demo/qa"
+    assert values["ROUTING_REDIS_KEY"] == "dspy:{demo/qa}:routing"
     assert values["CACHE_ENABLED"] == "true" and values["MEMORY_CACHE_SIZE"] == "100"
     assert values["MEMORY_CACHE_TTL_SECS"] == "60" and values["REDIS_CACHE_TTL_SECS"] == "600"
     assert values["REDIS_CACHE_JITTER_SECS"] == "30"
-    assert values["CIRCUIT_BREAKER_FAILURE_THRESHOLD"] == "5" and values["CIRCUIT_BREAKER_TIMEOUT_SECS"] == "60"
+    assert values["CIRCUIT_BREAKER_FAILURE_THRESHOLD"] == "5" and values["CIRCUIT_BREAKER_SUCCESS_THRESHOLD"] == "2"
+    assert values["CIRCUIT_BREAKER_TIMEOUT_SECS"] == "60"
     assert values["RATE_LIMIT_RPS"] == "50" and values["RATE_LIMIT_BURST"] == "100"
     assert values["RATE_LIMIT_KEY_HEADER"] == "X-API-Key" and values["DAILY_BUDGET_USD"] == "50"
     assert values["ROUTING_PATH"] == "/etc/dspy/routing/routing.json"
     assert values["LITELLM_LOCAL_MODEL_COST_MAP"] == "true"
-    assert json.loads(values["LM_PRICING"]) == {"openai/gpt-4o-mini": {"promptPerMillion": 0.15, "completionPerMillion": 0.6}}
+    # Program, LM settings and the primary's price travel with the revision in the routing table.
+    assert not set(REVISION_SCOPED) & set(env), "revision-scoped settings are not pod-level"
+    assert "LM_PRICING" not in env, "the primary's price is in the table; only fallbacks' prices are pod-level"
+
+
+def test_unset_optional_settings_are_left_to_the_runtime(body):
+    env = env_of(build(body({"redis": {"mode": "Disabled"}})))
+    assert set(env) == {"HOST", "PORT", "LOG_FORMAT", "LOG_LEVEL", "LITELLM_LOCAL_MODEL_COST_MAP", "ROUTING_PATH",
+                        "DSPY_RESOURCE", "LM_API_KEY"}
 
 
 def test_api_keys_come_from_secrets_never_inlined(body):
@@ -84,13 +95,40 @@ def test_api_keys_come_from_secrets_never_inlined(body):
     assert env["LM_API_KEY"] == {"name": "LM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}}
     assert env["LM_FALLBACK_MODELS"]["value"] == "anthropic/claude,openai/gpt-4o"
     assert env["LM_FALLBACK_API_KEY_0"]["valueFrom"]["secretKeyRef"] == {"name": "anthropic", "key": "k"}
-    assert "LM_FALLBACK_API_BASE_0" not in env and "LM_FALLBACK_API_KEY_1" not in env
+    assert "LM_FALLBACK_API_BASE_0" not in env
     assert env["LM_FALLBACK_API_BASE_1"] == {"name": "LM_FALLBACK_API_BASE_1", "value": "http://proxy:4000/v1"}
-    for entry in env.values():
-        assert "value" not in entry or "key" not in entry["name"].lower()
+    # A fallback of the primary's provider inherits the primary's key (the runtime's rule, made explicit).
+    assert env["LM_FALLBACK_API_KEY_1"] == {"name": "LM_FALLBACK_API_KEY_1",
+                                            "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}}
+    secrets = [entry for name, entry in env.items() if "API_KEY" in name or "PASSWORD" in name]
+    assert secrets and all(set(entry) == {"name", "valueFrom"} for entry in secrets)
 
 
-def test_pod_security_probes_and_tmp(body):
+def test_fallbacks_inherit_the_primary_base_and_key_only_for_the_same_provider(body):
+    spec = body({"lm": {
+        "model": "openai/gpt-4o-mini", "apiBase": "http://lm:8000/v1", "apiKeySecretRef": {"name": "openai"},
+        "fallbacks": [{"model": "openai/gpt-4o"}, {"model": "anthropic/claude"},
+                      {"model": "openai/gpt-4.1", "apiBase": "http://other:9000/v1", "apiKeySecretRef": {"name": "o2"}}],
+    }})
+    env = env_of(build(spec))
+    assert env["LM_FALLBACK_API_BASE_0"]["value"] == "http://lm:8000/v1"
+    assert env["LM_FALLBACK_API_KEY_0"]["valueFrom"]["secretKeyRef"] == {"name": "openai", "key": "api-key"}
+    assert "LM_FALLBACK_API_BASE_1" not in env and "LM_FALLBACK_API_KEY_1" not in env
+    assert env["LM_FALLBACK_API_BASE_2"]["value"] == "http://other:9000/v1"
+    assert env["LM_FALLBACK_API_KEY_2"]["valueFrom"]["secretKeyRef"] == {"name": "o2", "key": "api-key"}
+
+
+def test_a_variants_own_key_is_an_env_var_named_after_it(body):
+    spec = body({"variants": [
+        {"name": "baseline", "weight": 80},
+        {"name": "fast-v2", "weight": 20, "lm": {"model": "openai/gpt-4o", "apiKeySecretRef": {"name": "openai-2"}}},
+    ]})
+    env = env_of(build(spec))
+    assert env["LM_API_KEY_FAST_V2"] == {"name": "LM_API_KEY_FAST_V2",
+                                         "valueFrom": {"secretKeyRef": {"name": "openai-2", "key": "api-key"}}}
+
+
+def test_pod_security_probes_and_volumes(body):
     children = build(body())
     pod = children["Deployment/qa"]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -104,8 +142,11 @@ def test_pod_security_probes_and_tmp(body):
     }
     assert runtime["livenessProbe"]["httpGet"]["path"] == "/health"
     assert runtime["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert {"name": "tmp", "mountPath": "/tmp"} in runtime["volumeMounts"]
-    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    # Writable /tmp and the routing table; saved programs travel inline in the table, no program volume.
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}},
+                              {"name": "routing", "configMap": {"name": "qa-routing"}}]
+    assert runtime["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"},
+                                       {"name": "routing", "mountPath": "/etc/dspy/routing", "readOnly": True}]
 
 
 def test_service_maps_port_80_to_the_runtime_port(body):
@@ -133,56 +174,32 @@ def test_disruption_budget_never_blocks_a_single_replica(body):
     assert pdb["spec"]["selector"]["matchLabels"] == api.pod_selector("qa", "runtime")
 
 
-def test_config_hash_changes_with_program_routing_and_config(body):
-    base = config_hash(build(body()))
-    assert config_hash(build(body())) == base, "deterministic"
-    assert config_hash(build(body({"lm": {**body()["spec"]["lm"], "temperature": 0.7}}))) != base
-    assert config_hash(build(body({"routing": {"stickyHeader": "X-User"}}))) != base
-    assert config_hash(build(body(), secret_uid="another-secret")) != base
-    with_program = Inputs(programs={"spec.program": Program('{"demos": []}')})
-    other_program = Inputs(programs={"spec.program": Program('{"demos": [1]}')})
-    assert config_hash(build(body(), with_program)) != config_hash(build(body(), other_program))
+def test_the_pod_template_hash_covers_what_pods_cannot_pick_up_while_running(body):
+    base = template_hash(build(body()))
+    assert template_hash(build(body())) == base, "deterministic"
+    assert base == desired.pod_template_hash(Owner.from_body(body()), "secret-uid")
+    # Pod-level: the environment and the Redis password Secret roll the pods.
+    assert template_hash(build(body({"cache": {"enabled": False}}))) != base
+    assert template_hash(build(body({"runtime": {"env": [{"name": "EXTRA", "value": "1"}]}}))) != base
+    assert template_hash(build(body({"lm": {**body()["spec"]["lm"], "fallbacks": [{"model": "openai/gpt-4o"}]}}))) != base
+    assert template_hash(build(body(), secret_uid="another-secret")) != base
 
 
-def test_saved_programs_are_immutable_content_named_and_mounted(body):
-    program = Program('{"predict": {"demos": []}}')
-    children = build(body({"program": {"signature": "q -> a", "configMapRef": {"name": "qa-program", "key": "program.json"}}}),
-                     Inputs(programs={"spec.program": program}))
-    name = f"qa-program-{program.digest[:10]}"
-    configmap = children[f"ConfigMap/{name}"]
-    assert configmap["immutable"] is True
-    assert configmap["data"] == {"program.json": program.content}
-    env = env_of(children)
-    assert env["PROGRAM_PATH"]["value"] == f"/etc/dspy/programs/{program.digest[:10]}.json"
-    pod = children["Deployment/qa"]["spec"]["template"]["spec"]
-    projected = next(volume for volume in pod["volumes"] if volume["name"] == "programs")
-    assert projected["projected"]["sources"][0]["configMap"]["name"] == name
-    assert {"name": "programs", "mountPath": "/etc/dspy/programs", "readOnly": True} in container(children)["volumeMounts"]
-
-
-def test_routing_table_from_variants(body):
-    optimized = Program('{"optimized": true}')
-    spec = body({
-        "variants": [
-            {"name": "baseline", "weight": 80},
-            {"name": "optimized", "weight": 20, "program": {"configMapRef": {"name": "qa-opt"}},
-             "lm": {"model": "openai/gpt-4o", "apiKeySecretRef": {"name": "openai-2"}, "maxTokens": 256}},
-        ],
-        "routing": {"stickyHeader": "X-User-ID"},
-    })
-    children = build(spec, Inputs(programs={"spec.variants[1].program": optimized}))
-    table = json.loads(children["ConfigMap/qa-routing"]["data"]["routing.json"])
-    assert table == {"stickyHeader": "X-User-ID", "variants": [
-        {"name": "baseline", "weight": 80},
-        {"name": "optimized", "weight": 20, "program": {"path": f"/etc/dspy/programs/{optimized.digest[:10]}.json"},
-         "lm": {"model": "openai/gpt-4o", "maxTokens": 256, "apiKeyEnv": "LM_API_KEY_OPTIMIZED"}},
-    ]}
-    assert env_of(children)["LM_API_KEY_OPTIMIZED"]["valueFrom"]["secretKeyRef"] == {"name": "openai-2", "key": "api-key"}
-
-
-def test_routing_table_without_variants_sends_everything_to_one(body):
-    table = json.loads(build(body())["ConfigMap/qa-routing"]["data"]["routing.json"])
-    assert table == {"variants": [{"name": "default", "weight": 100}]}
+@pytest.mark.parametrize("change", [
+    lambda lm: {"lm": {**lm, "temperature": 0.7}},
+    lambda lm: {"lm": {**lm, "model": "openai/gpt-4o", "apiBase": "http://lm:8000/v1"}},
+    lambda lm: {"lm": {**lm, "pricing": {"promptPerMillion": 1, "completionPerMillion": 2}}},
+    lambda lm: {"program": {"signature": "question -> answer", "module": "Predict"}},
+    lambda lm: {"program": {"signature": "question -> answer", "configMapRef": {"name": "saved"}}},
+    lambda lm: {"variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50, "lm": {"model": "openai/gpt-4o"}}]},
+    lambda lm: {"routing": {"stickyHeader": "X-User"}},
+    lambda lm: {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}]}}},
+], ids=["temperature", "model-and-base", "pricing", "module", "saved-program", "variants", "sticky-header", "strategy"])
+def test_revision_and_routing_changes_never_touch_the_pod_template(body, change):
+    """They reach running pods through the routing table: no restart, no cold L1 cache."""
+    before, after = build(body()), build(body(change(body()["spec"]["lm"])))
+    assert template_hash(after) == template_hash(before)
+    assert after["Deployment/qa"] == before["Deployment/qa"]
 
 
 def test_managed_redis(body):
@@ -192,27 +209,41 @@ def test_managed_redis(body):
     assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL"), "$(REDIS_PASSWORD) must be defined first"
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "qa-redis", "key": "password"}
     assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@qa-redis.demo.svc:6379/0"
+    assert env["ROUTING_REDIS_KEY"]["value"] == "dspy:{demo/qa}:routing"
     redis = children["Deployment/qa-redis"]["spec"]["template"]["spec"]["containers"][0]
     assert redis["args"][:2] == ["--requirepass", "$(REDIS_PASSWORD)"]
     policy = children["NetworkPolicy/qa-redis"]["spec"]
     assert policy["podSelector"]["matchLabels"] == api.pod_selector("qa", "redis")
+    assert policy["policyTypes"] == ["Ingress"]
+    # The runtime pods of this resource, and the operator (routing pushes, analysis windows) from any namespace.
     assert policy["ingress"] == [{
-        "from": [{"podSelector": {"matchLabels": api.pod_selector("qa", "runtime")}}],
+        "from": [{"podSelector": {"matchLabels": api.pod_selector("qa", "runtime")}},
+                 {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "dspy-operator"}}}],
         "ports": [{"protocol": "TCP", "port": 6379}],
     }]
 
 
+def test_a_new_redis_password_secret_restarts_redis_and_the_runtime(body):
+    first, second = build(body(), secret_uid="uid-a"), build(body(), secret_uid="uid-b")
+    assert template_hash(first, "qa-redis") != template_hash(second, "qa-redis")
+    assert template_hash(first) != template_hash(second)
+    assert template_hash(build(body(), secret_uid="uid-a"), "qa-redis") == template_hash(first, "qa-redis")
+
+
 def test_redis_secret_is_created_with_the_generated_password(body):
-    owner = desired.Owner.from_body(body())
+    owner = Owner.from_body(body())
     secret = desired.redis_secret(owner, "s3cret")
     assert secret["data"] == {"password": "czNjcmV0"}
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert secret["metadata"]["labels"][api.LABEL_COMPONENT] == api.COMPONENT_REDIS
 
 
 def test_external_redis_url_from_secret(body):
     children = build(body({"redis": {"mode": "External", "urlSecretRef": {"name": "my-redis"}}}), secret_uid=None)
     assert not any("redis" in key for key in children)
-    assert env_of(children)["REDIS_URL"] == {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "my-redis", "key": "url"}}}
+    env = env_of(children)
+    assert env["REDIS_URL"] == {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "my-redis", "key": "url"}}}
+    assert env["ROUTING_REDIS_KEY"]["value"] == "dspy:{demo/qa}:routing"
 
 
 @pytest.mark.parametrize("redis", [{"mode": "Disabled"}, None])
@@ -222,7 +253,9 @@ def test_disabled_redis_means_no_redis_at_all(body, redis):
         del spec["spec"]["redis"]  # the CRD's default is Disabled
     children = build(spec, secret_uid=None)
     assert not any("redis" in key for key in children)
-    assert "REDIS_URL" not in env_of(children)
+    env = env_of(children)
+    assert "REDIS_URL" not in env
+    assert "ROUTING_REDIS_KEY" not in env, "without Redis the table reaches pods through the mounted file only"
 
 
 def test_user_env_wins_over_the_operators_by_name(body):
@@ -232,13 +265,14 @@ def test_user_env_wins_over_the_operators_by_name(body):
     assert {"name": "LOG_FORMAT", "value": "text"} in env and {"name": "EXTRA", "value": "1"} in env
 
 
-def test_pricing_per_model_from_lm_fallbacks_and_variants(body):
+def test_lm_pricing_holds_only_the_fallbacks_prices(body):
     spec = body({
         "lm": {"model": "a", "pricing": {"promptPerMillion": 1, "completionPerMillion": 2},
-               "fallbacks": [{"model": "b", "pricing": {"promptPerMillion": 3, "completionPerMillion": 4}}]},
+               "fallbacks": [{"model": "b", "pricing": {"promptPerMillion": 3, "completionPerMillion": 4}},
+                             {"model": "d"}]},
         "variants": [{"name": "x", "weight": 100, "lm": {"model": "c", "pricing": {"promptPerMillion": 5, "completionPerMillion": 6}}}],
     })
-    assert set(json.loads(env_of(build(spec))["LM_PRICING"]["value"])) == {"a", "b", "c"}
+    assert json.loads(env_of(build(spec))["LM_PRICING"]["value"]) == {"b": {"promptPerMillion": 3, "completionPerMillion": 4}}
 
 
 def test_images_come_from_the_operator_unless_the_resource_pins_them(body):

@@ -3,9 +3,13 @@ are remembered for a while, Secret values never."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from dspy_operator.reconcile.inputs import RecentReads, gather, resolve, static_problems
+import pytest
+
+from dspy_operator.errors import SpecProblem
+from dspy_operator.reconcile.inputs import MAX_DEVSET_EXAMPLES, RecentReads, gather, parse_devset, resolve, static_problems
 
 
 class FakeKube:
@@ -92,3 +96,68 @@ def test_a_problem_is_never_reported_from_memory(body):
     assert resolve(reads, "demo", spec, fresh=False).problems
     kube.objects[("Secret", "openai")] = {"data": {"api-key": "eA=="}}
     assert resolve(reads, "demo", spec, fresh=False).problems == ()
+
+
+OPENAI = {("Secret", "openai"): {"data": {"api-key": "eA=="}}}
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '"a string"', ""])
+def test_a_saved_program_must_be_a_json_object(body, content):
+    spec = body({"program": {"signature": "q -> a", "configMapRef": {"name": "prog"}}})["spec"]
+    kube = FakeKube({**OPENAI, ("ConfigMap", "prog"): {"data": {"program.json": content}}})
+    inputs = gather(kube.get, "demo", spec)  # type: ignore[arg-type]
+    assert [str(problem) for problem in inputs.problems] == [
+        'spec.program.configMapRef: key "program.json" of ConfigMap "prog" is not a saved DSPy program (a JSON object)']
+    assert inputs.programs == {}
+
+
+DEVSET_PATH = "spec.rollout.canary.analysis.evaluation.configMapRef"
+
+
+def gated(body, ref: dict[str, Any]) -> dict[str, Any]:
+    return body({"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+        "evaluation": {"configMapRef": ref, "metric": "ExactMatch"}}}}})["spec"]
+
+
+def lines(*examples: Any) -> str:
+    return "\n".join(example if isinstance(example, str) else json.dumps(example) for example in examples)
+
+
+EXAMPLE = {"inputs": {"question": "2+2?"}, "expected": {"answer": "4"}}
+
+
+def test_the_dev_set_is_read_from_its_default_key_and_validated(body):
+    text = lines(EXAMPLE, "", {**EXAMPLE, "note": "extra keys are dropped"})
+    kube = FakeKube({**OPENAI, ("ConfigMap", "devset"): {"data": {"devset.jsonl": text}}})
+    inputs = gather(kube.get, "demo", gated(body, {"name": "devset"}))  # type: ignore[arg-type]
+    assert inputs.problems == ()
+    assert inputs.devset == (EXAMPLE, EXAMPLE)
+
+
+def test_without_an_evaluation_there_is_no_dev_set(body):
+    inputs = gather(FakeKube(OPENAI).get, "demo", body()["spec"])  # type: ignore[arg-type]
+    assert inputs.devset is None and inputs.problems == ()
+
+
+def test_a_missing_dev_set_or_key_names_the_field(body):
+    problems = gather(FakeKube(OPENAI).get, "demo", gated(body, {"name": "devset"})).problems  # type: ignore[arg-type]
+    assert [str(problem) for problem in problems] == [f'{DEVSET_PATH}: ConfigMap "devset" not found in namespace "demo"']
+    kube = FakeKube({**OPENAI, ("ConfigMap", "devset"): {"data": {"devset.jsonl": lines(EXAMPLE)}}})
+    problems = gather(kube.get, "demo", gated(body, {"name": "devset", "key": "other.jsonl"})).problems  # type: ignore[arg-type]
+    assert [str(problem) for problem in problems] == [
+        f'{DEVSET_PATH}: ConfigMap "devset" in namespace "demo" has no key "other.jsonl"']
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (lines(EXAMPLE, "{not json"), "dev set line 2 is not JSON"),
+    (lines(EXAMPLE, {"inputs": {"q": 1}}), 'dev set line 2 needs "inputs" and "expected" objects'),
+    (lines({"inputs": {"q": 1}, "expected": {}}), 'dev set line 1 needs "inputs" and "expected" objects'),
+    (lines({"inputs": "q", "expected": {"a": 1}}), 'dev set line 1 needs "inputs" and "expected" objects'),
+    (lines([1, 2]), 'dev set line 1 needs "inputs" and "expected" objects'),
+    ("\n\n", "the dev set has no examples"),
+    (lines(*[EXAMPLE] * (MAX_DEVSET_EXAMPLES + 1)), f"at most {MAX_DEVSET_EXAMPLES} are scored"),
+])
+def test_a_bad_dev_set_is_reported_with_the_first_bad_line(text, message):
+    problem = parse_devset(DEVSET_PATH, text)
+    assert isinstance(problem, SpecProblem) and problem.field == DEVSET_PATH
+    assert message in problem.message

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dspy_operator.errors import backoff_delay
+import asyncio
+import logging
+
 import kopf
 
-from dspy_operator.handlers.children import edited_by_others, worth_restoring
+from dspy_operator.errors import backoff_delay
+from dspy_operator.handlers.children import edited_by_others, restore_child, worth_restoring
 from dspy_operator.handlers.context import Context
-from dspy_operator.handlers.indexes import child_view, children_of, controller_name
+from dspy_operator.handlers.indexes import child_view, children_of, controller_name, dspy_owners, owner_of
 from dspy_operator.settings import OperatorSettings
+
+LOGGER = logging.getLogger("test")
 
 
 def test_settings_default_to_all_namespaces():
@@ -45,7 +50,8 @@ def test_edits_by_others_after_our_apply_are_noticed_status_updates_are_not():
 
 
 def test_only_deletions_and_edits_by_others_are_worth_restoring():
-    memo = kopf.Memo(context=Context(settings=OperatorSettings(), kube=None, references=None))  # type: ignore[arg-type]
+    memo = kopf.Memo(context=Context(settings=OperatorSettings(), kube=None, references=None,  # type: ignore[arg-type]
+                                     redis=None, buses=None, serializer=None))  # type: ignore[arg-type]
     ours = {"metadata": {"managedFields": [{"manager": "dspy-operator", "operation": "Apply", "time": "t1"}]}}
     edited = {"metadata": {"managedFields": [*ours["metadata"]["managedFields"],
                                              {"manager": "kubectl-edit", "operation": "Update", "time": "t2"}]}}
@@ -73,12 +79,50 @@ def test_main_runs_kopf_cluster_wide_or_per_namespace(monkeypatch):
 
 
 def test_the_child_index_keeps_bodies_without_managed_fields_or_secret_data():
-    body = {"apiVersion": "v1", "metadata": {"name": "qa-redis", "managedFields": [{"manager": "x"}], "uid": "1"},
+    body = {"apiVersion": "v1", "metadata": {"name": "qa-other", "managedFields": [{"manager": "x"}], "uid": "1"},
             "data": {"password": "c2VjcmV0"}, "type": "Opaque"}
     assert child_view(body, "Secret") == {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                                          "metadata": {"name": "qa-redis", "uid": "1"}}
+                                          "metadata": {"name": "qa-other", "uid": "1"}}
     configmap = child_view({**body, "kind": "ConfigMap"}, "ConfigMap")
     assert configmap["data"] == body["data"] and "managedFields" not in configmap["metadata"]
+
+
+def test_the_managed_redis_password_is_the_one_secret_value_the_index_keeps():
+    """The operator connects to that Redis itself (routing pushes, analysis windows)."""
+    password = {"apiVersion": "v1", "data": {"password": "c2VjcmV0"}, "metadata": {
+        "name": "qa-redis", "labels": {"app.kubernetes.io/component": "redis"}}}
+    assert child_view(password, "Secret")["data"] == {"password": "c2VjcmV0"}
+
+
+def test_the_owner_index_keeps_status_for_the_child_watchers_pass():
+    body = kopf.Body({"apiVersion": "dspy.dev/v1alpha1", "kind": "DSPyDeployment",
+                      "metadata": {"name": "qa", "namespace": "demo", "uid": "u", "managedFields": [{"manager": "x"}]},
+                      "spec": {"replicas": 1}, "status": {"stableRevision": "aaaaaaaaaaaa"}})
+    [(key, owner)] = asyncio.run(dspy_owners(body=body)).items()
+    assert key == ("demo", "qa")
+    assert owner["status"] == {"stableRevision": "aaaaaaaaaaaa"} and "managedFields" not in owner["metadata"]
+    assert owner_of({key: [owner]}, "demo", "qa") == owner and owner_of({}, "demo", "qa") is None  # type: ignore[arg-type]
+
+
+def test_a_child_deleted_by_hand_is_restored_by_the_owners_own_pass(world):
+    world.sync(world.create({"redis": {"mode": "Disabled"}}))
+    world.settle()
+    service = world.kube.objects.pop("Service/qa")
+    world.settle()
+    owners = {("demo", "qa"): [asyncio.run(dspy_owners(body=kopf.Body(world.resource())))[("demo", "qa")]]}
+    world.kube.calls.clear()
+    world.events.clear()
+    restore_child(type="DELETED", body=kopf.Body(service), memo=kopf.Memo(context=world.context), logger=LOGGER,
+                  dspy_owners=owners, dspy_children=world.index)
+    assert world.kube.writes == ["apply Service/qa"]
+    assert world.events == [("info", "Applied", "applied Service/qa"),
+                            ("warn", "ChildRestored", "Service/qa deleted by hand: applied Service/qa")]
+    paused = {key: [{**owner, "spec": {**owner["spec"], "paused": True}} for owner in entries]
+              for key, entries in owners.items()}
+    world.kube.calls.clear()
+    restore_child(type="DELETED", body=kopf.Body(service), memo=kopf.Memo(context=world.context), logger=LOGGER,
+                  dspy_owners=paused, dspy_children=world.index)
+    assert world.kube.calls == [], "paused: no child writes"
 
 
 def test_children_of_an_unknown_owner_is_empty_and_keyed_by_kind_and_name():

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dspy_operator.errors import SpecProblem
+from dspy_operator.rollout.state import Plan, RolloutState
 from dspy_operator.status import conditions as c
-from dspy_operator.status.report import Observation, desired_status, status_changes
+from dspy_operator.status.report import Observation, RolloutReport, canary_message, desired_status, status_changes
 
 T0, T1 = "2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z"
 
@@ -51,7 +52,7 @@ def test_healthy_when_all_replicas_ready():
     assert status["phase"] == c.PHASE_HEALTHY
     assert status["readyReplicas"] == 2 and status["replicas"] == 2 and status["readySummary"] == "2/2"
     assert status["observedGeneration"] == 4 and status["selector"] == "a=b"
-    assert status["revision"] == "abcdef012345"
+    assert "revision" not in status, "the revision is the rollout's to say (no decision: left as it is)"
     types = {condition["type"]: condition for condition in status["conditions"]}
     assert types[c.READY]["status"] == c.TRUE and types[c.PROGRESSING]["status"] == c.FALSE
     assert types[c.DEGRADED]["status"] == c.FALSE and types[c.REDIS_READY]["reason"] == c.REASON_REDIS_DISABLED
@@ -96,3 +97,165 @@ def test_unchanged_observation_means_an_empty_patch():
     assert status_changes(first, again) == {}
     later = desired_status(first, observe(runtime=deployment(ready=1)), T1)
     assert set(status_changes(first, later)) == {"phase", "readyReplicas", "readySummary", "conditions"}
+
+
+# --- the rollout's conditions -------------------------------------------------------------------
+
+STABLE, CANARY = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+STEPS = [{"setWeight": 20}, {"pause": {"seconds": 60}}, {"setWeight": 50}, {"pause": {}}]
+ANALYSIS = {"intervalSeconds": 30, "minRequests": 10}
+GATE = {**ANALYSIS, "evaluation": {"configMapRef": {"name": "devset"}, "metric": "ExactMatch", "minScore": 0.8}}
+
+
+def plan(strategy: str = "Canary", analysis: dict[str, Any] | None = None) -> Plan:
+    canary: dict[str, Any] = {"steps": STEPS}
+    if analysis is not None:
+        canary["analysis"] = analysis
+    return Plan.from_spec({"rollout": {"strategy": strategy, "canary": canary}})
+
+
+def report(state: RolloutState, desired: str = CANARY, strategy: str = "Canary", analysis: dict[str, Any] | None = None,
+           **kwargs: Any) -> RolloutReport:
+    return RolloutReport(plan=plan(strategy, analysis), state=state, desired=desired, **kwargs)
+
+
+CANARY_AT_20 = RolloutState(stable=STABLE, canary=CANARY, weight=20, step=1, step_started=T0)
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = c.find(status["conditions"], type_)
+    assert found is not None
+    return dict(found)
+
+
+def test_the_revision_is_the_one_the_spec_asks_for():
+    status = desired_status({}, observe(), T0, report(RolloutState(stable=STABLE), desired=STABLE))
+    assert status["revision"] == STABLE
+
+
+def test_a_canary_in_progress_says_where_it_is():
+    status = desired_status({}, observe(), T0, report(CANARY_AT_20))
+    progressing = condition(status, c.PROGRESSING)
+    assert (progressing["status"], progressing["reason"]) == (c.TRUE, c.REASON_CANARY_IN_PROGRESS)
+    assert progressing["message"] == f"canary {CANARY} at 20% beside stable {STABLE}, step 2/4 (pause 60s)"
+    assert status["phase"] == c.PHASE_PROGRESSING, "ready pods, and a canary under way"
+    assert condition(status, c.DEGRADED)["status"] == c.FALSE
+
+
+def test_canary_messages_past_the_last_step():
+    done = RolloutState(stable=STABLE, canary=CANARY, weight=50, step=4)
+    assert canary_message(plan(), done).endswith("step 4/4 (promotion after a passing analysis)")
+    dark = RolloutState(stable=STABLE, canary=CANARY, weight=0, step=4)
+    assert "takes no traffic: `kubectl dspy promote` decides" in canary_message(plan(), dark)
+
+
+def test_a_gated_canary_is_evaluating_until_its_gate_passes():
+    waiting = RolloutState(stable=STABLE, canary=CANARY, evaluation={"id": "e1", "revision": CANARY, "state": "Running"})
+    progressing = condition(desired_status({}, observe(), T0, report(waiting, analysis=GATE)), c.PROGRESSING)
+    assert (progressing["status"], progressing["reason"]) == (c.TRUE, c.REASON_EVALUATING)
+    assert progressing["message"].endswith("(Running)")
+    passed = RolloutState(stable=STABLE, canary=CANARY, weight=20, step=1,
+                          evaluation={"id": "e1", "revision": CANARY, "state": "Passed"})
+    assert condition(desired_status({}, observe(), T0, report(passed, analysis=GATE)), c.PROGRESSING)["reason"] == \
+        c.REASON_CANARY_IN_PROGRESS
+
+
+def test_a_paused_rollout_is_paused_with_its_reason():
+    held = RolloutState(stable=STABLE, canary=CANARY, weight=20, step=1, paused=True, pause_reason="paused by request")
+    status = desired_status({}, observe(), T0, report(held))
+    progressing = condition(status, c.PROGRESSING)
+    assert (progressing["status"], progressing["reason"]) == (c.TRUE, c.REASON_ROLLOUT_PAUSED)
+    assert progressing["message"] == f"canary {CANARY} held at 20%: paused by request"
+    assert status["phase"] == c.PHASE_PAUSED
+
+
+def test_pods_replaced_under_a_canary_strategy_are_a_pod_level_rollout():
+    steady = RolloutState(stable=STABLE)
+    rolling = desired_status({}, observe(runtime=deployment(ready=2, updated=1, generation=3)), T0,
+                             report(steady, desired=STABLE))
+    progressing = condition(rolling, c.PROGRESSING)
+    assert (progressing["status"], progressing["reason"]) == (c.TRUE, c.REASON_POD_LEVEL_ROLLOUT)
+    assert progressing["message"].startswith("pod-level fields changed")
+    plain = desired_status({}, observe(runtime=deployment(ready=2, updated=1)), T0,
+                           report(steady, desired=STABLE, strategy="RollingUpdate"))
+    assert condition(plain, c.PROGRESSING)["reason"] == c.REASON_ROLLOUT_IN_PROGRESS
+    done = desired_status({}, observe(), T0, report(steady, desired=STABLE))
+    assert condition(done, c.PROGRESSING)["reason"] == c.REASON_ROLLOUT_COMPLETE
+    # A first rollout or a scale-up is no pod-level change, whatever the strategy.
+    first = desired_status({}, observe(runtime=deployment(ready=0, updated=0)), T0, report(steady, desired=STABLE))
+    assert condition(first, c.PROGRESSING)["reason"] == c.REASON_ROLLOUT_IN_PROGRESS
+    scaling = desired_status({}, observe(runtime=deployment(desired=4, ready=2, updated=4, generation=5)), T0,
+                             report(steady, desired=STABLE))
+    assert condition(scaling, c.PROGRESSING)["reason"] == c.REASON_ROLLOUT_IN_PROGRESS
+
+
+def test_an_aborted_canary_degrades_until_the_spec_changes():
+    aborted = RolloutState(stable=STABLE, aborted=CANARY, last_analysis={"message": "errorRate 0.5 > 0.05"})
+    status = desired_status({}, observe(), T0, report(aborted))
+    degraded = condition(status, c.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == (c.TRUE, c.REASON_ROLLOUT_ABORTED)
+    assert degraded["message"] == (f"canary {CANARY} aborted, traffic is back on {STABLE}: errorRate 0.5 > 0.05; "
+                                   "change the spec or `kubectl dspy retry`")
+    assert status["phase"] == c.PHASE_DEGRADED
+    moved_on = desired_status(status, observe(), T1, report(aborted, desired="cccccccccccc"))
+    assert condition(moved_on, c.DEGRADED)["status"] == c.FALSE, "a newer spec is no longer the aborted one"
+
+
+def test_an_undo_reports_rolled_back():
+    undone = RolloutState(stable=STABLE, aborted=CANARY,
+                          last_request={"id": "r1", "action": "undo", "result": "Accepted"})
+    degraded = condition(desired_status({}, observe(), T0, report(undone)), c.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == (c.TRUE, c.REASON_ROLLED_BACK)
+    assert degraded["message"].startswith(f"rolled back to revision {STABLE}")
+
+
+def test_blue_green_is_reported_as_not_implemented():
+    degraded = condition(desired_status({}, observe(), T0, report(RolloutState(stable=STABLE), desired=STABLE,
+                                                                  strategy="BlueGreen")), c.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == (c.TRUE, c.REASON_STRATEGY_NOT_IMPLEMENTED)
+
+
+def test_an_unreachable_redis_holds_a_judged_canary_and_shows_in_routing():
+    problem = "cannot read the window buckets: Connection refused"
+    current = {"routing": {"serial": 7, "hash": "h", "servedBy": "2/2"}}
+    status = desired_status(current, observe(redis_mode="External"), T0,
+                            report(CANARY_AT_20, analysis=ANALYSIS, redis_problem=problem))
+    degraded = condition(status, c.DEGRADED)
+    assert (degraded["status"], degraded["reason"]) == (c.TRUE, c.REASON_ANALYSIS_UNAVAILABLE)
+    assert degraded["message"] == f"the canary cannot be judged, so it is held where it is: {problem}"
+    assert status["routing"] == {"serial": 7, "hash": "h", "pushError": problem}, "no servedBy: it was not read"
+    # RedisReady is the pods' Redis, not the operator's reach of it.
+    assert condition(status, c.REDIS_READY)["reason"] == c.REASON_REDIS_EXTERNAL
+    unjudged = desired_status(current, observe(redis_mode="External"), T0, report(CANARY_AT_20, redis_problem=problem))
+    assert condition(unjudged, c.DEGRADED)["status"] == c.FALSE, "steps on time alone need no Redis"
+    assert unjudged["routing"]["pushError"] == problem
+
+
+def test_a_recovered_push_clears_push_error_and_reports_served_by():
+    current = {"routing": {"serial": 7, "hash": "h", "pushError": "cannot publish the routing table: timeout"}}
+    status = desired_status(current, observe(redis_mode="External"), T0, report(CANARY_AT_20, served_by="1/2"))
+    assert status["routing"] == {"serial": 7, "hash": "h", "servedBy": "1/2"}
+    assert status_changes(current, status)["routing"] == {"servedBy": "1/2", "pushError": None}, \
+        "a merge patch keeps a key it does not name: the old error is sent as null"
+
+
+def test_without_a_rollout_decision_the_rollout_fields_stay_as_they_are():
+    current = {"stableRevision": STABLE, "routing": {"serial": 7, "servedBy": "2/2"}, "revision": STABLE}
+    status = desired_status(current, observe(paused=True), T0)
+    assert not {"revision", "routing", "stableRevision"} & set(status_changes(current, status))
+
+
+def test_paused_keeps_a_degraded_condition_it_had():
+    problem = SpecProblem("spec.lm.apiKeySecretRef", 'Secret "openai" not found in namespace "demo"')
+    degraded = desired_status({}, observe(problems=(problem,)), T0)
+    paused = desired_status(degraded, observe(paused=True), T1)
+    assert condition(paused, c.DEGRADED)["status"] == c.TRUE, "a paused resource is not re-judged"
+    assert condition(desired_status({}, observe(paused=True), T0), c.DEGRADED)["status"] == c.FALSE
+
+
+def test_status_changes_is_a_merge_patch_that_drops_gone_keys():
+    current = {"routing": {"serial": 1, "weights": {STABLE: 80, CANARY: 20}}, "canaryRevision": CANARY, "phase": "Healthy"}
+    desired = {"routing": {"serial": 2, "weights": {CANARY: 100}}, "canaryRevision": "", "phase": "Healthy"}
+    assert status_changes(current, desired) == {
+        "routing": {"serial": 2, "weights": {CANARY: 100, STABLE: None}}, "canaryRevision": ""}
+    assert status_changes(desired, desired) == {}

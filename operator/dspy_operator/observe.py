@@ -1,0 +1,112 @@
+"""What a rollout pass observes besides the cluster: the runtime pods' reports in Redis.
+
+The I/O edge in front of the pure step machine: it reads the analysis window when one is
+due, the evaluation gate's result, and which table the pods serve, and hands them over as
+data (`rollout.canary.Observations`, `Judgement`, `EvaluationResult`). Every Redis error
+surfaces as `runtimebus.BusUnavailable`; the pass then holds the rollout where it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from cachetools import TTLCache
+
+from dspy_operator import api
+from dspy_operator.reconcile.common import Owner, section
+from dspy_operator.reconcile.inputs import MAX_REMEMBERED, REREAD_SECONDS
+from dspy_operator.rollout.analysis import Thresholds, Window, by_revision, judge, settled_end, windows_from_buckets
+from dspy_operator.rollout.canary import EvaluationResult, Judgement
+from dspy_operator.rollout.state import Plan, RolloutState
+from dspy_operator.runtimebus import RuntimeBus
+
+SERVED_FRESH_SECONDS = 30.0
+"""A pod's report of the table it serves counts while younger than this (pods report every 5 s)."""
+
+
+def judgement(bus: RuntimeBus, owner: Owner, plan: Plan, state: RolloutState, now: datetime) -> Judgement:
+    """The verdict on the analysis interval that ends now (the caller checked it is due)."""
+    end = settled_end(now.timestamp())
+    start = end - plan.interval_seconds
+    buckets = bus.read_buckets(api.redis_prefix(owner.namespace, owner.name), start, end)
+    windows = by_revision(windows_from_buckets(buckets, start, end))
+    canary = windows.get(state.canary, Window())
+    stable = windows.get(state.stable)
+    verdict = judge(Thresholds.from_spec(plan.analysis), canary, stable)
+    figures = canary.figures()
+    summary: dict[str, Any] = {key: figures[key] for key in ("requests", "errorRate", "p95LatencySeconds") if key in figures}
+    summary.update(measurements=[measurement.as_status() for measurement in verdict.measurements], canary=figures)
+    if stable is not None:
+        summary["stable"] = stable.figures()
+    return Judgement(result=verdict.result, message=verdict.message, figures=summary)
+
+
+def evaluation(bus: RuntimeBus, owner: Owner, evaluation_id: str) -> EvaluationResult:
+    """The runtime's result for the gate, or who runs it, or nothing yet."""
+    prefix = api.redis_prefix(owner.namespace, owner.name)
+    result = bus.evaluation_result(prefix, evaluation_id)
+    if result is None:
+        return EvaluationResult(runner=bus.evaluation_runner(prefix, evaluation_id))
+    scores = {name: float(entry.get("score", 0.0)) for name, entry in (result.get("scores") or {}).items()
+              if isinstance(entry, Mapping)}
+    return EvaluationResult(state=str(result.get("state") or "Failed"), scores=scores,
+                            message=str(result.get("message") or ""))
+
+
+def served_by(bus: RuntimeBus, owner: Owner, serial: int, now: float) -> str:
+    """`3/3`: pods serving `serial` (or newer) over the pods that reported lately."""
+    reports = bus.served_tables(api.redis_prefix(owner.namespace, owner.name))
+    fresh = [pod_serial for pod_serial, at in reports.values() if now - at <= SERVED_FRESH_SECONDS]
+    return f"{sum(pod_serial >= serial for pod_serial in fresh)}/{len(fresh)}"
+
+
+class RedisAddresses:
+    """The URL of each resource's Redis, as the operator reaches it.
+
+    External: the URL Secret's value, read by GET and remembered for REREAD_SECONDS (a rotated
+    URL is picked up within that). Managed: the managed Service with the generated password
+    (the operator must run where that Service resolves: in the cluster). Values stay in this
+    process' memory only."""
+
+    def __init__(self, read: Callable[[str, str, str], Mapping[str, Any] | None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._cache: TTLCache[tuple[str, str, str], str] = TTLCache(MAX_REMEMBERED, REREAD_SECONDS, timer=clock)
+        self._lock = threading.Lock()
+
+    def url(self, owner: Owner, observed: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """None when the resource has no Redis or its Secret is not there (yet). `observed`: the
+        live children, which hold the managed password Secret (see `handlers.indexes`)."""
+        if owner.redis_mode == "External":
+            ref = section(owner.spec, "redis").get("urlSecretRef") or {}
+            return self._secret_value(owner.namespace, str(ref.get("name") or ""), str(ref.get("key") or "url"))
+        if owner.redis_mode == "Managed":
+            secret = observed.get(f"Secret/{api.redis_name(owner.name)}") or {}
+            encoded = (secret.get("data") or {}).get(api.REDIS_PASSWORD_KEY)
+            if not encoded:
+                return None
+            password = base64.b64decode(encoded).decode()
+            host = f"{api.redis_name(owner.name)}.{owner.namespace}.svc"
+            return f"redis://:{password}@{host}:{api.REDIS_PORT}/0"
+        return None
+
+    def _secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        if not name:
+            return None
+        with self._lock:
+            remembered = self._cache.get((namespace, name, key))
+        if remembered is not None:
+            return remembered
+        secret = self._read("Secret", namespace, name)
+        encoded = ((secret or {}).get("data") or {}).get(key)
+        if not encoded:
+            return None
+        value = base64.b64decode(encoded).decode()
+        with self._lock:
+            self._cache[namespace, name, key] = value
+        return value

@@ -1,0 +1,66 @@
+"""Helpers every e2e module uses to talk about DSPyDeployments: names, reads, applies, waits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_PATH = REPO / "crds" / "dspy.dev_dspydeployments.yaml"
+GROUP, VERSION, PLURAL = "dspy.dev", "v1alpha1", "dspydeployments"
+RESYNC_SECONDS = 10  # dspy_operator.handlers.lifecycle.RESYNC_SECONDS
+TIMEOUT = float(os.environ.get("E2E_TIMEOUT", "120"))
+
+
+
+def custom(cluster: Any) -> k8s.CustomObjectsApi:
+    return k8s.CustomObjectsApi(cluster.api_client)
+
+
+def get_dspy(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    return custom(cluster).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def apply_yaml(cluster: Any, namespace: str, docs: list[dict[str, Any]]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def api_key_secret(name: str = "openai") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"api-key": "sk-dummy-for-tests"}}
+
+
+def dspy_deployment(name: str = "qa", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "program": {"signature": "question -> answer", "module": "ChainOfThought"},
+        "lm": {"model": "openai/fake-model", "apiBase": "http://fake-lm:18080/v1",
+               "apiKeySecretRef": {"name": "openai"}},
+        "replicas": 2,
+        "runtime": {"image": "example.invalid/dspy-runtime:e2e"},
+    }
+    base.update(spec)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DSPyDeployment", "metadata": {"name": name}, "spec": base}
+
+
+def wait_phase(cluster: Any, wait_until: Any, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get_dspy(cluster, namespace, name)
+        status = obj.get("status") or {}
+        return obj if status.get("phase") == phase and status.get("observedGeneration") == obj["metadata"]["generation"] else None
+    return wait_until(check, f"{namespace}/{name} to be {phase}", timeout=TIMEOUT)
+
+
+def owned_children(cluster: Any, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+    """Every child kind the operator makes, by `Kind/name`, selected by the operator's labels."""
+    selector = f"dspy.dev/deployment={name}"
+    out = cluster.kubectl("get", "deployments,services,configmaps,secrets,poddisruptionbudgets,"
+                          "horizontalpodautoscalers,networkpolicies", "-n", namespace, "-l", selector, "-o", "yaml")
+    return {f"{item['kind']}/{item['metadata']['name']}": item for item in yaml.safe_load(out.stdout)["items"]}
