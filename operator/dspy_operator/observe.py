@@ -22,11 +22,16 @@ from dspy_operator.reconcile.common import Owner, section
 from dspy_operator.reconcile.inputs import MAX_REMEMBERED, REREAD_SECONDS
 from dspy_operator.rollout.analysis import Thresholds, Window, by_revision, judge, settled_end, windows_from_buckets
 from dspy_operator.rollout.canary import EvaluationResult, Judgement
+from dspy_operator.rollout.experiment import experiment_status
 from dspy_operator.rollout.state import Plan, RolloutState
 from dspy_operator.runtimebus import RuntimeBus
 
 SERVED_FRESH_SECONDS = 30.0
 """A pod's report of the table it serves counts while younger than this (pods report every 5 s)."""
+EXPERIMENT_WINDOW_SECONDS = 1800
+"""The A/B statistics cover the last half hour (the pods' buckets live an hour)."""
+EXPERIMENT_REFRESH_SECONDS = 60.0
+"""How often they are recomputed: a status write a minute at most, and none while nothing is served."""
 
 
 def judgement(bus: RuntimeBus, owner: Owner, plan: Plan, state: RolloutState, now: datetime) -> Judgement:
@@ -44,6 +49,42 @@ def judgement(bus: RuntimeBus, owner: Owner, plan: Plan, state: RolloutState, no
     if stable is not None:
         summary["stable"] = stable.figures()
     return Judgement(result=verdict.result, message=verdict.message, figures=summary)
+
+
+class Throttle:
+    """At most one run per key per period, remembered in this process (a restart runs once more)."""
+
+    def __init__(self, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._period = period
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            if now - self._last.get(key, -self._period) < self._period:
+                return False
+            self._last[key] = now
+            return True
+
+
+def experiment_due(owner: Owner, state: RolloutState, throttle: Throttle) -> bool:
+    """A standing experiment (two variants or more), at most once per refresh period."""
+    return len(owner.spec.get("variants") or []) >= 2 and bool(state.stable) and throttle.due(owner.uid)
+
+
+def experiment(bus: RuntimeBus, owner: Owner, state: RolloutState, current: Mapping[str, Any] | None,
+               now: datetime) -> dict[str, Any] | None:
+    """`status.experiment`: spec.variants of the stable revision over the last window; None when
+    the figures are those already in status (only the window moved), so idle means no write."""
+    end = settled_end(now.timestamp())
+    start = end - EXPERIMENT_WINDOW_SECONDS
+    buckets = bus.read_buckets(api.redis_prefix(owner.namespace, owner.name), start, end)
+    windows = windows_from_buckets(buckets, start, end)
+    names = [str(variant["name"]) for variant in owner.spec.get("variants") or []]
+    figures = experiment_status([(name, windows.get((state.stable, name), Window())) for name in names], start, end)
+    return None if current and current.get("variants") == figures["variants"] else figures
 
 
 def evaluation(bus: RuntimeBus, owner: Owner, evaluation_id: str) -> EvaluationResult:

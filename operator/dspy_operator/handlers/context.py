@@ -9,7 +9,7 @@ from typing import Any
 
 from dspy_operator.handlers.serialize import Serializer
 from dspy_operator.kube import KubeClient
-from dspy_operator.observe import RedisAddresses
+from dspy_operator.observe import RedisAddresses, Throttle
 from dspy_operator.reconcile.inputs import RecentReads
 from dspy_operator.runtimebus import RuntimeBuses
 from dspy_operator.settings import OperatorSettings
@@ -23,6 +23,8 @@ class Context:
     redis: RedisAddresses
     buses: RuntimeBuses
     serializer: Serializer
+    experiments: Throttle
+    """When each resource's A/B statistics were last computed."""
 
 
 def from_memo(memo: Any) -> Context:

@@ -11,7 +11,7 @@ from dspy_operator import api
 from dspy_operator.handlers.context import Context, from_memo
 from dspy_operator.handlers.serialize import Serializer
 from dspy_operator.kube import KubeClient, load_api_client
-from dspy_operator.observe import RedisAddresses
+from dspy_operator.observe import EXPERIMENT_REFRESH_SECONDS, RedisAddresses, Throttle
 from dspy_operator.reconcile.inputs import RecentReads
 from dspy_operator.runtimebus import RuntimeBuses
 from dspy_operator.settings import OperatorSettings
@@ -51,7 +51,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     kube = KubeClient(load_api_client())
     memo.context = Context(
         settings=operator_settings, kube=kube, references=RecentReads(kube.get), redis=RedisAddresses(kube.get),
-        buses=RuntimeBuses(), serializer=Serializer(),
+        buses=RuntimeBuses(), serializer=Serializer(), experiments=Throttle(EXPERIMENT_REFRESH_SECONDS),
     )
     logger.info(
         "dspy-operator: namespaces=%s runtime image=%s",

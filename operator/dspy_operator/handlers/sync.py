@@ -128,13 +128,16 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
     kept = [known[name] for name in sorted(new_state.referenced() | {desired.name}) if name in known]
     text = table_text(table, serial)
     result = reconcile(body, inputs, observed, context.kube, context.settings, logger, Served(kept, text))
-    served_by = None
+    served_by = experiment = None
     if bus is not None and problem is None:
         try:
             served_by = _publish(bus, owner, new_state, text, serial, plan, inputs)
+            if observe.experiment_due(owner, new_state, context.experiments):
+                experiment = observe.experiment(bus, owner, new_state, status.get("experiment"), now)
         except BusUnavailable as error:
             problem = str(error)
-    report = RolloutReport(plan=plan, state=new_state, desired=desired.name, redis_problem=problem, served_by=served_by)
+    report = RolloutReport(plan=plan, state=new_state, desired=desired.name, redis_problem=problem,
+                           served_by=served_by, experiment=experiment)
     _report(body, context, status, result, report, now, events)
     return result
 

@@ -28,7 +28,7 @@ from dspy_operator.handlers import sync as sync_module
 from dspy_operator.handlers.context import Context
 from dspy_operator.handlers.indexes import child_view, controller_name
 from dspy_operator.handlers.serialize import Serializer
-from dspy_operator.observe import RedisAddresses
+from dspy_operator.observe import EXPERIMENT_REFRESH_SECONDS, RedisAddresses, Throttle
 from dspy_operator.reconcile.core import Result
 from dspy_operator.reconcile.inputs import RecentReads
 from dspy_operator.runtimebus import BusUnavailable
@@ -240,6 +240,7 @@ class World:
         self.context = Context(
             settings=OperatorSettings(), kube=self.kube, references=RecentReads(self.kube.get),  # type: ignore[arg-type]
             redis=RedisAddresses(self.kube.get), buses=self.buses, serializer=Serializer(),  # type: ignore[arg-type]
+            experiments=Throttle(EXPERIMENT_REFRESH_SECONDS, clock=lambda: self.now.timestamp()),
         )
         self.kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai", "namespace": "demo"},
                        "data": {"api-key": base64.b64encode(b"sk-test").decode()}})

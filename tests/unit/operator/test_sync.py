@@ -333,3 +333,32 @@ def test_a_deleted_stable_revision_configmap_hands_all_traffic_to_the_spec(world
     assert rollout_fields(status) == (canary, "", 0, 0)
     assert status["routing"]["weights"] == {canary: 100}
     assert ("warn", "RevisionLost") in [(verb, reason) for verb, reason, _ in world.events]
+
+
+# --- A/B statistics ------------------------------------------------------------------------------
+
+
+def test_a_standing_experiment_gets_its_statistics_once_a_minute_and_none_when_nothing_changed(world):
+    variants = [{"name": "baseline", "weight": 50}, {"name": "optimized", "weight": 50}]
+    created = world.create({"redis": EXTERNAL, "variants": variants})
+    world.sync(created)
+    world.settle()
+    stable = world.status()["stableRevision"]
+    start = int(world.now.timestamp()) // 5 * 5 - 600
+    world.bus.buckets[PREFIX] = {start: {
+        f"{stable}|baseline|requests": "400", f"{stable}|baseline|errors": "40",
+        f"{stable}|baseline|class:upstream_error": "40", f"{stable}|baseline|lat:9": "400",
+        f"{stable}|optimized|requests": "400", f"{stable}|optimized|errors": "4",
+        f"{stable}|optimized|class:upstream_error": "4", f"{stable}|optimized|lat:9": "400",
+    }}
+    world.sync(after=61)
+    experiment = world.status()["experiment"]
+    baseline, optimized = experiment["variants"]
+    assert (baseline["name"], baseline["requests"], baseline["successRate"]) == ("baseline", 400, 0.9)
+    assert optimized["successRate"] == 0.99 and optimized["vsBaseline"]["significant"] is True
+    assert experiment["test"] == "two-proportion z-test"
+    world.settle()
+    world.sync(after=10)
+    assert world.kube.writes == [], "within the minute: not recomputed"
+    world.sync(after=61)
+    assert world.kube.writes == [], "recomputed, same figures: no write although the window moved"
