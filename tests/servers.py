@@ -3,11 +3,13 @@ project's fake LM, each on a free loopback port. Imported by both levels' confte
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,27 @@ class FakeLMServer:
         self._log.close()
 
 
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A started redis-server, stopped on exit; a missing binary is a clear failure."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed: run `make debs`")
+    server = RedisServer(executable, workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running_fake_lm(workdir: Path) -> Iterator[FakeLMServer]:
+    """A started fake LM, stopped on exit."""
+    server = FakeLMServer(workdir)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -222,18 +222,7 @@ class PredictionService:
         cached = "true" if result.cached else "false"
         m.bound(m.predictions_total, result.model, variant.revision, variant.name, "ok").inc()
         m.bound(m.prediction_duration_seconds, result.model, variant.revision, variant.name, cached).observe(latency)
-        if self._windows is not None and call.analyzed:
-            self._windows.record(
-                variant.revision,
-                variant.name,
-                latency_s=latency,
-                error_type=None,
-                http_status=200,
-                cached=result.cached,
-                tokens_in=result.input_tokens,
-                tokens_out=result.output_tokens,
-                cost_usd=result.cost_usd,
-            )
+        self._record_window(call, variant, latency, None, 200, result)
         call.log.update(
             model=result.model,
             cached=result.cached,
@@ -245,6 +234,23 @@ class PredictionService:
         )
         return result
 
+    def _record_window(self, call: PredictCall, variant: Variant, latency: float, error_type: str | None,
+                       http_status: int, result: PredictionResult | None) -> None:
+        """One prediction into the windowed figures (a failure has no result: nothing cached or spent)."""
+        if self._windows is None or not call.analyzed:
+            return
+        self._windows.record(
+            variant.revision,
+            variant.name,
+            latency_s=latency,
+            error_type=error_type,
+            http_status=http_status,
+            cached=result.cached if result else False,
+            tokens_in=result.input_tokens if result else 0,
+            tokens_out=result.output_tokens if result else 0,
+            cost_usd=result.cost_usd if result else 0.0,
+        )
+
     def _count_failure(
         self, variant: Variant, error_type: str, http_status: int, started: float, call: PredictCall
     ) -> None:
@@ -253,18 +259,7 @@ class PredictionService:
         m.bound(m.predictions_total, variant.model, variant.revision, variant.name, error_type).inc()
         m.bound(m.prediction_duration_seconds, variant.model, variant.revision, variant.name, "false").observe(latency)
         m.bound(m.errors_total, error_type).inc()
-        if self._windows is not None and call.analyzed:
-            self._windows.record(
-                variant.revision,
-                variant.name,
-                latency_s=latency,
-                error_type=error_type,
-                http_status=http_status,
-                cached=False,
-                tokens_in=0,
-                tokens_out=0,
-                cost_usd=0.0,
-            )
+        self._record_window(call, variant, latency, error_type, http_status, None)
         call.log["error_type"] = error_type
 
     async def _predict(self, call: PredictCall, variant: Variant, started: float) -> PredictionResult:

@@ -44,7 +44,7 @@ from kubernetes import config as k8s_config  # noqa: E402
 
 from relay import CountingRelay, relayed_proxy, start_operator, stop  # noqa: E402
 from resources import CRD_PATH, GROUP, PLURAL, REPO  # noqa: E402
-from servers import FakeLMServer, RedisServer, free_port  # noqa: E402
+from servers import FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis  # noqa: E402
 
 CLUSTER_SH = REPO / "tests" / "cluster" / "cluster.sh"
 STATE_DIR = Path(os.environ.get("DSPY_CLUSTER_DIR", REPO / ".cluster"))
@@ -321,34 +321,21 @@ def operator(cluster: Any, crd: str, tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server on loopback: resources point at it with `redis.mode: External`."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed: run `make debs`")
-    server = RedisServer(executable, tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def fake_lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
-    server = FakeLMServer(tmp_path_factory.mktemp("fakelm"))
-    try:
+    with running_fake_lm(tmp_path_factory.mktemp("fakelm")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def flaky_lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
     """A second fake LM, for canaries whose LM fails (set its failure rate per test)."""
-    server = FakeLMServer(tmp_path_factory.mktemp("flakylm"))
-    try:
+    with running_fake_lm(tmp_path_factory.mktemp("flakylm")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class RuntimeProcess:

@@ -9,7 +9,6 @@ a previous test left it stopped, and empties it, so tests never see each other's
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,20 +24,15 @@ import pytest
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from servers import STARTUP_TIMEOUT, FakeLMServer, RedisServer, free_port, wait_until  # noqa: E402
+from servers import (  # noqa: E402
+    STARTUP_TIMEOUT, FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis, wait_until,
+)
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed: run `make debs`")
-    server = RedisServer(executable, tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -64,11 +58,8 @@ FAKE_PRICING = '{"openai/fake-model": {"promptPerMillion": 1000, "completionPerM
 
 @pytest.fixture(scope="session")
 def fake_lm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
-    server = FakeLMServer(tmp_path_factory.mktemp("fakelm"))
-    try:
+    with running_fake_lm(tmp_path_factory.mktemp("fakelm")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -81,12 +72,9 @@ def fake_lm(fake_lm_server: FakeLMServer) -> FakeLMServer:
 @pytest.fixture
 def second_fake_lm(tmp_path: Path) -> Iterator[FakeLMServer]:
     """Another fake LM on its own port: a fallback's separate endpoint."""
-    server = FakeLMServer(tmp_path)
-    try:
+    with running_fake_lm(tmp_path) as server:
         server.reset(prompt_tokens=100, completion_tokens=20)
         yield server
-    finally:
-        server.stop()
 
 
 class RuntimeServer:
