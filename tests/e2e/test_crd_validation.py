@@ -205,6 +205,21 @@ CEL_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "exactly one of setWeight and pause",
     ),
     (
+        "canary analysis without a Redis to read the pods' figures from",
+        {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {"minRequests": 5}}},
+         "redis": {"mode": "Disabled"}},
+        "spec.rollout.canary.analysis",
+        "canary analysis reads the runtime pods' figures from Redis",
+    ),
+    (
+        "an evaluation gate with nothing to judge by",
+        {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "evaluation": {"configMapRef": {"name": "dev"}, "metric": "F1"}}}},
+         "redis": {"mode": "External", "urlSecretRef": {"name": "r"}}},
+        "spec.rollout.canary.analysis.evaluation",
+        "evaluation needs minScore, maxRegression or both",
+    ),
+    (
         "an env entry with value and valueFrom",
         {"runtime": {"env": [{"name": "A", "value": "x",
                               "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
@@ -263,6 +278,10 @@ def test_variant_weights_of_100_and_every_strategy_are_accepted(
         minimal(variants=[{"name": "a", "weight": 100}]),
         minimal(variants=[{"name": "a", "weight": 0}, {"name": "b", "weight": 55}, {"name": "c", "weight": 45}]),
         minimal(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}),
+        minimal(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "relative": {"maxErrorRateRatio": 2}, "inconclusiveLimit": 0,
+            "evaluation": {"configMapRef": {"name": "dev"}, "metric": "Contains", "maxRegression": 0.1}}}},
+                redis={"mode": "Managed"}),
         minimal(rollout={"strategy": "BlueGreen"}),
         minimal(rollout={"strategy": "BlueGreen", "blueGreen": {"autoPromotionEnabled": False}}),
         minimal(redis={"mode": "External", "urlSecretRef": {"name": "redis-url"}}),
