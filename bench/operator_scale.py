@@ -55,6 +55,9 @@ from dspy_operator import api  # noqa: E402
 from dspy_operator.handlers.lifecycle import RESYNC_SECONDS  # noqa: E402
 from dspy_operator.kube import KubeClient  # noqa: E402
 from dspy_operator.reconcile import desired  # noqa: E402
+from dspy_operator.reconcile.common import Owner  # noqa: E402
+from dspy_operator.reconcile.revisions import revision_configmap, revision_of  # noqa: E402
+from dspy_operator.reconcile.routing import routing_configmap, routing_table, table_text  # noqa: E402
 from dspy_operator.reconcile.drift import with_applied_hash  # noqa: E402
 from dspy_operator.reconcile.inputs import REREAD_SECONDS, gather  # noqa: E402
 from dspy_operator.settings import OperatorSettings  # noqa: E402
@@ -283,8 +286,12 @@ def floor_children(body: Mapping[str, Any], inputs: Any, settings: OperatorSetti
     """What `reconcile.core` would apply for `body`: the same builders, the same applied-hash
     stamp; minus the ownerReferences, since the owner does not exist here and the garbage
     collector would delete children of a missing owner."""
-    owner = desired.Owner.from_body(body)
-    children = [with_applied_hash(intent) for intent in desired.children(owner, inputs, settings, None)]
+    owner = Owner.from_body(body)
+    revision = revision_of(owner.spec, inputs)
+    text = table_text(routing_table(owner.spec, [(revision, 100)]), 1)
+    intents = [revision_configmap(owner, revision), routing_configmap(owner, text),
+               *desired.runtime_children(owner, settings, None)]
+    children = [with_applied_hash(intent) for intent in intents]
     for child in children:
         child["metadata"].pop("ownerReferences", None)
     return children
