@@ -23,7 +23,7 @@ pod runs one evaluation at a time, so a burst of requests spreads over the fleet
 Redis being down never breaks serving: the loop logs once per distinct problem,
 backs off and reconnects; a finished run keeps retrying its result write.
 
-Pure parts (tested without Redis): the metrics, ``score_example``, request
+Pure parts (tested without Redis): the metrics (``scoring.py``), request
 parsing (``parse_request``), the result documents (``result_document``,
 ``failed_document``) and ``score_request``, which takes the prediction path as a
 ``Predict`` callable; ``make_predict`` adapts ``PredictionService`` to it, and
@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -48,6 +48,7 @@ from redis.asyncio import Redis
 from .cache.redis import REDIS_FAILURES
 from .errors import RateLimited, ServiceError, validation_problems
 from .logs import ProblemLog, request_id_var
+from .scoring import METRICS, MetricName, score_example
 from .service import PredictCall, PredictionService
 from .state import Runtime
 
@@ -55,78 +56,6 @@ log = logging.getLogger(__name__)
 
 EVAL_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """The operator's ids are 16 hex; anything with ``:`` could name another request's lock or result key."""
-
-# ---- metrics (pure) ------------------------------------------------------------------------------
-
-Metric = Callable[[Any, Any], float]
-"""``metric(output, expected) -> score in [0, 1]`` for one field."""
-
-_TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits
-
-
-def _text(value: Any) -> str:
-    """Strings as they are; anything else as its JSON text (``42``, ``true``, ``["a"]``), keys sorted
-    so two equal objects compare equal whatever order the LM wrote their keys in."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
-
-
-def _normal(value: Any) -> str:
-    return _text(value).strip().casefold()
-
-
-def exact_match(output: Any, expected: Any) -> float:
-    """1.0 when equal after strip and casefold (``" Paris "`` = ``"paris"``; ``"Paris."`` is not)."""
-    return float(_normal(output) == _normal(expected))
-
-
-def contains(output: Any, expected: Any) -> float:
-    """1.0 when ``expected``, stripped and casefolded, is a substring of the casefolded output.
-
-    An empty expected value is in every output, so it scores 1.0.
-    """
-    return float(_normal(expected) in _text(output).casefold())
-
-
-def tokens(value: Any) -> list[str]:
-    """The casefolded runs of letters and digits: ``"The U.S.-born"`` -> ``["the", "u", "s", "born"]``."""
-    return _TOKEN.findall(_text(value).casefold())
-
-
-def f1(output: Any, expected: Any) -> float:
-    """SQuAD-style token F1: the harmonic mean of token precision and recall (tokens counted
-    with multiplicity). The contract defines the tokens (letters and digits, casefolded), so,
-    unlike SQuAD's English-only normalizer, articles are not dropped. When either side has no
-    tokens the score is 1.0 if both have none, else 0.0 (as SQuAD v2's evaluator does)."""
-    predicted, gold = tokens(output), tokens(expected)
-    if not predicted or not gold:
-        return float(predicted == gold)
-    remaining: dict[str, int] = {}
-    for token in gold:
-        remaining[token] = remaining.get(token, 0) + 1
-    common = 0
-    for token in predicted:
-        if remaining.get(token, 0) > 0:
-            remaining[token] -= 1
-            common += 1
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
-MetricName = Literal["exact_match", "contains", "f1"]
-METRICS: Mapping[str, Metric] = {"exact_match": exact_match, "contains": contains, "f1": f1}
-
-
-def score_example(outputs: Mapping[str, Any], expected: Mapping[str, Any], metric: Metric) -> float:
-    """The metric averaged over the expected fields; an expected field the outputs lack scores 0."""
-    if not expected:
-        raise ValueError("an example needs at least one expected field")
-    total = sum(metric(outputs[name], value) if name in outputs else 0.0 for name, value in expected.items())
-    return total / len(expected)
-
 
 # ---- the request and the result document (pure) ------------------------------------------------
 

@@ -19,18 +19,14 @@ from dspy_runtime.evaluation import (
     EvaluationRequestError,
     Evaluator,
     RevisionTally,
-    contains,
-    exact_match,
-    f1,
     failed_document,
     make_predict,
     parse_request,
     result_document,
-    score_example,
     score_request,
-    tokens,
 )
 from dspy_runtime.logs import request_id_var
+from dspy_runtime.scoring import contains, exact_match, f1, score_example, tokens
 from dspy_runtime.service import PredictCall
 from dspy_runtime.settings import RuntimeSettings
 
