@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import redis
 
-from harness import RESULTS, ROOT
+from harness import RESULTS, ROOT, exit_on_sigterm
 
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import RedisServer  # noqa: E402
@@ -103,11 +102,6 @@ def command_calls(client: redis.Redis) -> Counter[str]:
     stats = client.info("commandstats")
     return Counter({name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()
                     if name != "cmdstat_info"})
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the `finally` stops the redis-server this run started."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def main() -> None:

@@ -30,6 +30,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes a benchmark started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def wait_http(url: str, timeout: float = 120.0) -> None:
     """Poll until the URL answers 200; servers here import DSPy, which takes seconds."""
     deadline = time.monotonic() + timeout

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import RESULTS, ROOT, fake_lm, free_port, server
+from harness import RESULTS, ROOT, exit_on_sigterm, fake_lm, free_port, server
 
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import RedisServer  # noqa: E402
@@ -145,11 +144,6 @@ def pods(lm_base: str, redis_url: str, routing_path: Path) -> Iterator[list[int]
                                        f"http://127.0.0.1:{port}/ready", env))
             ports.append(port)
         yield ports
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes this run started."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def main() -> None:
