@@ -43,6 +43,19 @@ def _send(port: int, command: bytes, timeout: float = 1.0) -> bytes:
         return sock.recv(64)
 
 
+def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout`: servers drain on SIGTERM (kopf finishes its
+    handlers, the runtime its requests), and a stuck one must not outlive the suite."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     """A ``redis-server`` child process that can be stopped and restarted on one port."""
 
@@ -90,14 +103,8 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, timeout=10)
 
     def flushall(self) -> None:
         _send(self.port, b"FLUSHALL")
@@ -137,8 +144,7 @@ class FakeLMServer:
         httpx.post(f"{self.base}/admin/reset", json=config, timeout=10).raise_for_status()
 
     def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=10)
+        stop_process(self._process, timeout=10)
         self._log.close()
 
 

@@ -44,7 +44,7 @@ from kubernetes import config as k8s_config  # noqa: E402
 
 from relay import CountingRelay, relayed_proxy, start_operator, stop  # noqa: E402
 from resources import CRD_PATH, GROUP, PLURAL, REPO  # noqa: E402
-from servers import FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis  # noqa: E402
+from servers import FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis, stop_process  # noqa: E402
 
 CLUSTER_SH = REPO / "tests" / "cluster" / "cluster.sh"
 STATE_DIR = Path(os.environ.get("DSPY_CLUSTER_DIR", REPO / ".cluster"))
@@ -374,13 +374,7 @@ class RuntimeProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture

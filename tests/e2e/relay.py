@@ -5,8 +5,9 @@ Every request the operator makes passes through the relay, so a caller can asser
 count) the operator's actual GET/LIST/WATCH/PATCH/POST/PUT/DELETE calls instead of its logs.
 Shared by both so the test and the benchmark count the same thing the same way.
 
-Imported by module name (`import relay`): `tests/e2e/conftest.py` puts this directory on
-`sys.path` for pytest (importlib mode does not), and the benchmark does the same.
+Imported by module name (`import relay`): `tests/e2e/conftest.py` puts this directory and
+`tests/` (for `servers.py`) on `sys.path` for pytest (importlib mode does not), and the
+benchmark imports that conftest first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from servers import stop_process as stop
 
 REPO = Path(__file__).resolve().parents[2]
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -179,15 +182,3 @@ def start_operator(kubeconfig: Path, log_path: Path, namespaces: Sequence[str] =
     with log_path.open("ab") as log:
         return subprocess.Popen([sys.executable, "-m", "dspy_operator", *(["--verbose"] if verbose else [])],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-
-
-def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    """SIGTERM, then SIGKILL after 30 s: kopf finishes its handlers on SIGTERM."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -131,7 +131,7 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
     served_by = experiment = None
     if bus is not None and problem is None:
         try:
-            served_by = _publish(bus, owner, new_state, text, serial, plan, inputs)
+            served_by = _publish(bus, owner, new_state, text, serial, request)
             if observe.experiment_due(owner, new_state, context.experiments):
                 experiment = observe.experiment(bus, owner, new_state, status.get("experiment"), now)
         except BusUnavailable as error:
@@ -202,18 +202,18 @@ def _commit(body: dict[str, Any], context: Context, changes: Mapping[str, Any]) 
     return dict(body["status"])
 
 
-def _publish(bus: RuntimeBus, owner: Owner, state: RolloutState, text: str, serial: int, plan: Plan,
-             inputs: Inputs) -> str:
-    """Push the table when Redis does not hold this serial, ask for a pending evaluation, and
+def _publish(bus: RuntimeBus, owner: Owner, state: RolloutState, text: str, serial: int,
+             request: Mapping[str, Any] | None) -> str:
+    """Push the table when Redis does not hold this serial, ask again for the evaluation the
+    gate still waits for (`request`: the one this pass built for the spec's revision), and
     say how many pods serve the table."""
     prefix = api.redis_prefix(owner.namespace, owner.name)
     if bus.table_serial(prefix) != serial:
         bus.publish_table(prefix, text, serial)
     gate = state.evaluation or {}
-    if state.canary and gate.get("id") and gate.get("state") not in (EVAL_PASSED, EVAL_FAILED):
-        request = _evaluation_request(plan, state.stable, state.canary, inputs)
-        if request is not None and request["id"] == gate["id"]:
-            bus.request_evaluation(prefix, request)
+    if (request is not None and state.canary and gate.get("id") == request["id"]
+            and gate.get("state") not in (EVAL_PASSED, EVAL_FAILED)):
+        bus.request_evaluation(prefix, request)
     return observe.served_by(bus, owner, serial, time.time())
 
 

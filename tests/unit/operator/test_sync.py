@@ -362,3 +362,18 @@ def test_a_standing_experiment_gets_its_statistics_once_a_minute_and_none_when_n
     assert world.kube.writes == [], "within the minute: not recomputed"
     world.sync(after=61)
     assert world.kube.writes == [], "recomputed, same figures: no write although the window moved"
+
+
+# --- the evaluation gate -------------------------------------------------------------------------
+
+
+def test_a_gated_canary_asks_the_pods_for_its_evaluation_and_holds_weight_zero_until_it_passes(world):
+    world.kube.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dev", "namespace": "demo"},
+                    "data": {"devset.jsonl": '{"inputs": {"question": "q"}, "expected": {"answer": "a"}}\n'}})
+    gate = {"evaluation": {"configMapRef": {"name": "dev"}, "metric": "ExactMatch", "minScore": 0.5}}
+    stable, canary = start_canary(world, gate)
+    evaluation = world.status()["evaluation"]
+    assert (evaluation["state"], evaluation["revision"], world.status()["canaryWeight"]) == ("Pending", canary, 0)
+    request = world.bus.evaluations[evaluation["id"]]
+    assert request["revisions"] == [stable, canary] and request["metric"] == "exact_match"
+    assert request["examples"] == [{"inputs": {"question": "q"}, "expected": {"answer": "a"}}]
