@@ -143,6 +143,12 @@ class FakeLMServer:
     def reset(self, **config: Any) -> None:
         httpx.post(f"{self.base}/admin/reset", json=config, timeout=10).raise_for_status()
 
+    def release(self) -> int:
+        """Let the calls held for ``hold_models`` answer; how many there were."""
+        response = httpx.post(f"{self.base}/admin/release", timeout=10)
+        response.raise_for_status()
+        return int(response.json()["released"])
+
     def stop(self) -> None:
         stop_process(self._process, timeout=10)
         self._log.close()

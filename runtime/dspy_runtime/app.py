@@ -36,6 +36,7 @@ from .routing import Router, RoutingError, fallback_lm_specs
 from .routing_wire import RESYNC_FACTOR, RoutingWire, ServedTableReport
 from .service import Endpoint, PredictionService
 from .settings import RuntimeSettings
+from .shadow import SPEND_KEY_PREFIX as SHADOW_SPEND_KEY_PREFIX
 from .state import Runtime
 from .windows import WindowFlusher, Windows
 
@@ -112,7 +113,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
             )
         cache = TieredCache(memory, redis, metrics)
     elif settings.redis_url is not None and settings.daily_budget_usd:
-        # No answer cache, but the budget is still shared through Redis.
+        # No answer cache, but the budget (and the shadow's cap) is still shared through Redis.
         redis = RedisCache.from_url(settings.redis_url.get_secret_value(), settings.redis_cache_ttl_secs)
 
     def on_transition(model: str, old: BreakerState, new: BreakerState) -> None:
@@ -137,6 +138,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
     for model in {v.model for v in router.state.variants} | {e.spec.model for e in fallbacks}:
         costs.pricing(model)  # resolve prices now, off the request path
     budget = Budget(settings.daily_budget_usd, redis.client if redis is not None else None)
+    shadow_spend = Budget(None, redis.client if redis is not None else None, key_prefix=SHADOW_SPEND_KEY_PREFIX)
     limiter = RateLimiter(settings.rate_limit_rps, settings.effective_rate_limit_burst)
 
     # What pods and the operator exchange through the resource's Redis: the routing
@@ -163,6 +165,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         metrics=metrics,
         fallbacks=fallbacks,
         windows=flusher.windows if flusher is not None else None,
+        shadow_spend=shadow_spend,
     )
     return Runtime(
         settings=settings,
@@ -242,6 +245,7 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
             for job in jobs:
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
+            await runtime.service.shadow.close()  # copies still in flight are not worth waiting for
             if runtime.window_flusher is not None:
                 await runtime.window_flusher.flush()  # what was recorded since the last flush
             if runtime.fleet_redis is not None:

@@ -14,6 +14,10 @@ Knobs (command line, or at runtime through ``POST /admin/config``):
 latency, failure rate and failure status (5xx or 429), the models that fail
 (all when empty), and the token usage reported (estimated from text length when
 not set). ``GET /stats`` counts calls; ``POST /admin/reset`` zeroes the counters.
+For tests that need more than a fixed latency: ``scripted`` answers (model ->
+question -> {field: value}, over the derived ones) and ``hold_models``, whose calls
+are received and counted, then wait (``held`` in the stats) until ``POST
+/admin/release`` or a reset lets them answer.
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ class FakeLMConfig:
     failing_models: list[str] = field(default_factory=list)  # empty: every model may fail
     prompt_tokens: int | None = None  # None: estimated from the prompt's length
     completion_tokens: int | None = None
+    scripted: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """model -> question text -> {output field: value}: these answers instead of the derived ones."""
+    hold_models: list[str] = field(default_factory=list)
+    """Calls for these models wait for ``POST /admin/release`` (at most HOLD_LIMIT_SECS)."""
+
+
+HOLD_LIMIT_SECS = 300.0
+"""A held call answers after this long anyway: a test that forgot to release leaks nothing."""
 
 
 @dataclass
@@ -56,6 +68,8 @@ class FakeLMStats:
     calls: int = 0
     failures: int = 0
     models: dict[str, int] = field(default_factory=dict)
+    held: int = 0
+    """Calls received and waiting for a release right now."""
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -132,6 +146,7 @@ class FakeLM:
         self.stats = FakeLMStats()
         self._rng = random.Random(seed)
         self._started = time.time()
+        self._release = asyncio.Event()
 
     def _should_fail(self, model: str) -> bool:
         cfg = self.config
@@ -150,6 +165,8 @@ class FakeLM:
         self.stats.models[model] = self.stats.models.get(model, 0) + 1
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000)
+        if model in self.config.hold_models:
+            await self._hold()
         if self._should_fail(model):
             self.stats.failures += 1
             status = self.config.failure_status
@@ -157,7 +174,8 @@ class FakeLM:
             return _json({"error": {"message": f"fake LM injected failure ({status})", "type": kind}}, status)
 
         question = question_text(messages)
-        values = {name: field_value(name, kind, question) for name, kind in output_fields(messages)}
+        script = self.config.scripted.get(model, {}).get(question, {})
+        values = {name: script.get(name, field_value(name, kind, question)) for name, kind in output_fields(messages)}
         if body.get("response_format"):
             content = orjson.dumps(values).decode()
         else:
@@ -182,6 +200,26 @@ class FakeLM:
             }
         )
 
+    async def _hold(self) -> None:
+        release, stats = self._release, self.stats
+        stats.held += 1
+        try:
+            await asyncio.wait_for(release.wait(), HOLD_LIMIT_SECS)
+        except TimeoutError:
+            pass
+        finally:
+            stats.held -= 1
+
+    def _release_held(self) -> None:
+        self._release.set()
+        self._release = asyncio.Event()  # calls arriving from now on are held again
+
+    async def release(self, request: Request) -> Response:
+        """Let every held call answer."""
+        held = self.stats.held
+        self._release_held()
+        return _json({"released": held})
+
     async def get_stats(self, request: Request) -> Response:
         return _json({**asdict(self.stats), "config": asdict(self.config)})
 
@@ -194,11 +232,13 @@ class FakeLM:
         return _json(asdict(self.config))
 
     async def reset(self, request: Request) -> Response:
-        """Zero the counters and restore the default config (or the one in the body)."""
+        """Zero the counters and restore the default config (or the one in the body); held
+        calls answer."""
         try:
             self.config = FakeLMConfig(**orjson.loads(await request.body() or b"{}"))
         except (orjson.JSONDecodeError, TypeError) as exc:
             return _json({"error": {"message": f"bad config: {exc}", "type": "invalid_request_error"}}, 400)
+        self._release_held()
         self.stats = FakeLMStats()
         return _json({"ok": True})
 
@@ -217,6 +257,7 @@ class FakeLM:
                 Route("/stats", self.get_stats, methods=["GET"]),
                 Route("/admin/config", self.set_config, methods=["POST"]),
                 Route("/admin/reset", self.reset, methods=["POST"]),
+                Route("/admin/release", self.release, methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
             ]
         )

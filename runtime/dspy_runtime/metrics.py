@@ -91,6 +91,34 @@ class Metrics:
             ("type",),
             registry=r,
         )
+        # Shadow traffic (shadow.py): copies of live requests, answered and discarded.
+        # `revision`/`variant` name the shadow target; `result` and `reason` are fixed sets.
+        self.shadow_requests_total = Counter(
+            "dspy_shadow_requests_total",
+            "Shadow copies run to the end, by result: agree or disagree with the live answer, or error.",
+            ("revision", "variant", "result"),
+            registry=r,
+        )
+        self.shadow_latency_seconds = Histogram(
+            "dspy_shadow_latency_seconds",
+            "Wall time of one shadow call, failures included (never part of a live request's time).",
+            ("revision", "variant"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped_total = Counter(
+            "dspy_shadow_dropped_total",
+            "Shadow copies not made, by reason: busy (no free slot), cap (shadow daily cap reached), "
+            "budget (the live budget has too little left).",
+            ("revision", "variant", "reason"),
+            registry=r,
+        )
+        self.shadow_cost_usd_total = Counter(
+            "dspy_shadow_cost_usd_total",
+            "Estimated LM spend of shadow calls in US dollars (also counted in dspy_cost_usd_total and the budget).",
+            ("revision", "variant"),
+            registry=r,
+        )
         # (family, label values) -> child; label values are low-cardinality by contract.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 

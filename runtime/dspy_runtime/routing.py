@@ -15,6 +15,13 @@ The table is JSON the operator writes twice: into a ConfigMap mounted at ``ROUTI
                              "pricing": {"promptPerMillion": 0.15, "completionPerMillion": 0.6}}}]},
        {"name": "77aa01bc9e0f", "weight": 10, "variants": [...]}]}
 
+Shadow traffic (``shadow.py``): a variant entry may carry ``"shadow": true`` (weight 0: it
+is never chosen by weight and gets copies of what the live variants of its revision serve),
+a revision entry likewise (weight 0: it gets copies of what the non-shadow revisions serve),
+and the table may carry ``"shadow": {"samplePercent": 10, "maxConcurrent": 4, "maxDailyUsd":
+1.5}`` (each optional, those defaults; no ``maxDailyUsd``: 10% of ``DAILY_BUDGET_USD`` when
+that is set, else no cap). A shadow entry with a positive weight makes the table unusable.
+
 The legacy format ``{"stickyHeader": ..., "variants": [...]}`` is one revision named
 ``default`` at weight 100. Fields of ``program`` and ``lm`` fall back to the pod's
 settings (``DSPY_SIGNATURE``, ``DSPY_MODULE``, ``PROGRAM_PATH``, ``LM_*``), with one
@@ -130,6 +137,18 @@ class VariantEntry(_Camel):
     weight: float = Field(ge=0)
     program: ProgramEntry | None = None
     lm: LMEntry | None = None
+    shadow: bool = False
+
+    @model_validator(mode="after")
+    def _shadow_idle(self) -> VariantEntry:
+        return _shadow_at_weight_zero("variant", self)
+
+
+def _shadow_at_weight_zero(kind: str, entry: Any) -> Any:
+    """A shadow entry only gets copies: a weight would send it live traffic too."""
+    if entry.shadow and entry.weight != 0:
+        raise ValueError(f"shadow {kind} {entry.name!r} must have weight 0, not {entry.weight:g}")
+    return entry
 
 
 def _unique_and_weighted(kind: str, entries: list[Any]) -> list[Any]:
@@ -147,11 +166,24 @@ class RevisionEntry(_Camel):
     name: str = Field(pattern=VARIANT_NAME_PATTERN)
     weight: float = Field(ge=0)
     variants: list[VariantEntry] = Field(min_length=1)
+    shadow: bool = False
 
     @field_validator("variants")
     @classmethod
     def _variants(cls, variants: list[VariantEntry]) -> list[VariantEntry]:
         return _unique_and_weighted("variant", variants)
+
+    @model_validator(mode="after")
+    def _shadow_idle(self) -> RevisionEntry:
+        return _shadow_at_weight_zero("revision", self)
+
+
+class ShadowEntry(_Camel):
+    """The table's ``shadow`` object; the defaults are the CRD's."""
+
+    sample_percent: int = Field(10, alias="samplePercent", ge=1, le=100)
+    max_concurrent: int = Field(4, alias="maxConcurrent", ge=1, le=1000)
+    max_daily_usd: float | None = Field(None, alias="maxDailyUsd", ge=0)
 
 
 class TableFile(_Camel):
@@ -160,6 +192,7 @@ class TableFile(_Camel):
     revisions: list[RevisionEntry] | None = Field(None, min_length=1)
     variants: list[VariantEntry] | None = Field(None, min_length=1)
     """The legacy format: one revision, ``default``."""
+    shadow: ShadowEntry = Field(default_factory=ShadowEntry)
 
     @field_validator("revisions")
     @classmethod
@@ -194,6 +227,7 @@ class VariantSpec:
     lm: LMSpec
     pricing: Pricing | None = None
     """The table's ``lm.pricing``: this variant's price for its model."""
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +235,16 @@ class RevisionSpec:
     name: str
     weight: float
     variants: tuple[VariantSpec, ...]
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class ShadowPolicy:
+    """The table's ``shadow`` object (see ``shadow.py`` for what each figure bounds)."""
+
+    sample_percent: int = 10
+    max_concurrent: int = 4
+    max_daily_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +252,7 @@ class RoutingTable:
     revisions: tuple[RevisionSpec, ...]
     sticky_header: str | None = None
     serial: int = 0
+    shadow: ShadowPolicy = ShadowPolicy()
 
     @property
     def variants(self) -> tuple[VariantSpec, ...]:
@@ -275,6 +320,7 @@ def _variant_spec(
             timeout_secs=lm.timeout_seconds or base.timeout_secs,
         ),
         pricing=None if pricing is None else Pricing(pricing.prompt_per_million, pricing.completion_per_million),
+        shadow=entry.shadow,
     )
 
 
@@ -301,8 +347,10 @@ def table_of(data: TableFile, settings: RuntimeSettings, environ: Mapping[str, s
         variants = tuple(
             _variant_spec(entry, _where(revision.name, entry.name), settings, env) for entry in revision.variants
         )
-        revisions.append(RevisionSpec(revision.name, revision.weight, variants))
-    return RoutingTable(tuple(revisions), data.sticky_header or None, data.serial)
+        revisions.append(RevisionSpec(revision.name, revision.weight, variants, revision.shadow))
+    shadow = data.shadow
+    policy = ShadowPolicy(shadow.sample_percent, shadow.max_concurrent, shadow.max_daily_usd)
+    return RoutingTable(tuple(revisions), data.sticky_header or None, data.serial, policy)
 
 
 def parse_table(raw: bytes, settings: RuntimeSettings, environ: Mapping[str, str] | None = None) -> RoutingTable:
@@ -362,6 +410,10 @@ class Variant:
     def model(self) -> str:
         return self.spec.lm.model
 
+    @property
+    def shadow(self) -> bool:
+        return self.spec.shadow
+
     @functools.cached_property
     def cache_version(self) -> str:
         # The program's content hash (saved program included, inline or file) plus what
@@ -377,6 +429,7 @@ class Variant:
             "name": self.name,
             "revision": self.revision,
             "weight": self.spec.weight,
+            "shadow": self.spec.shadow,
             "program": self.program.public(),
             "lm": self.spec.lm.public(),
             "pricing": None
@@ -394,6 +447,7 @@ class Revision:
     variants: tuple[Variant, ...]
     by_name: Mapping[str, Variant]
     edges: tuple[float, ...]
+    shadow: bool = False
 
     def choose(self, pinned: str | None, sticky_value: str | None, rng: Callable[[], float]) -> Variant:
         """The pinned variant (``InvalidInput`` when unknown), else the sticky or random one."""
@@ -409,7 +463,8 @@ class Revision:
         return self.variants[choose_index(self.edges, point)]
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight, "variants": [v.public() for v in self.variants]}
+        return {"name": self.name, "weight": self.weight, "shadow": self.shadow,
+                "variants": [v.public() for v in self.variants]}
 
 
 @dataclass(frozen=True)
@@ -449,6 +504,7 @@ def build_state(table: RoutingTable, source_hash: str | None = None, source: str
                 variants=tuple(variants),
                 by_name={v.name: v for v in variants},
                 edges=cumulative_shares([v.spec.weight for v in variants]),
+                shadow=revision.shadow,
             )
         )
     return RoutingState(

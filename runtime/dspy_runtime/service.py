@@ -25,6 +25,11 @@ called the LM spent anything.
 Every prediction that got as far as a variant is counted once, success or failure,
 in the metrics and in the windowed figures the canary analysis reads (``windows.py``),
 with its latency: a canary that times out must not look fast.
+
+After a live answer, the shadow targets of its variant get their sampled copies
+(``shadow.py``): started in the background once the answer is computed, never awaited by
+the request. A copy runs ``run_shadow``: steps 3 to 7 with the target pinned, no rate
+limit and no fallback model, counted by the shadow module instead of as a prediction.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from .program import LMSpec, Program
 from .resilience import BreakerRegistry, Budget, RateLimiter, call_with_retries
 from .routing import Router, Variant
 from .settings import RuntimeSettings
+from .shadow import SPEND_KEY_PREFIX, Shadower
 from .windows import Windows
 
 log = logging.getLogger(__name__)
@@ -130,8 +136,11 @@ class PredictCall:
     sticky_value: str | None = None
     client_key: str | None = None
     analyzed: bool = True
-    """Counted in the windowed figures the canary analysis judges; the evaluation gate's own
-    predictions are not user traffic and would skew the first interval."""
+    """Counted in the windowed figures the canary analysis judges, and copied to shadow targets;
+    the evaluation gate's own predictions are not user traffic and would skew the first interval."""
+    shadow: bool = False
+    """A shadow copy (``run_shadow``): not rate limited (the live request was), no fallback models
+    (a fallback's answer is not the shadow's)."""
     log: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,6 +198,7 @@ class PredictionService:
         metrics: Metrics,
         fallbacks: Sequence[Endpoint] = (),
         windows: Windows | None = None,
+        shadow_spend: Budget | None = None,
     ) -> None:
         self._settings = settings
         self.router = router
@@ -201,9 +211,13 @@ class PredictionService:
         self.fallbacks = tuple(fallbacks)
         self._windows = windows
         self._timestamp = IsoTimestamps()
+        # The shadow's own daily counter (its cap), on the budget's Redis when there is one.
+        spend = shadow_spend if shadow_spend is not None else Budget(None, None, key_prefix=SPEND_KEY_PREFIX)
+        self.shadow = Shadower(self.run_shadow, metrics=metrics, budget=budget, spend=spend, windows=windows)
 
     async def predict(self, call: PredictCall) -> PredictionResult:
         started = time.perf_counter()
+        state = self.router.state  # the table this request is served and copied by
         variant = self.router.choose(revision=call.revision, pinned=call.variant, sticky_value=call.sticky_value)
         call.log.update(revision=variant.revision, variant=variant.name, model=variant.model)
         self._metrics.active_predictions.inc()
@@ -232,7 +246,17 @@ class PredictionService:
             output_tokens=result.output_tokens,
             cost_usd=result.cost_usd,
         )
+        if call.analyzed:
+            self.shadow.offer(state, call, variant, result, latency, call.sticky_value)
         return result
+
+    async def run_shadow(self, live: PredictCall, target: Variant) -> PredictionResult:
+        """A shadow copy of ``live``'s inputs, answered by ``target`` (see the module docstring)."""
+        call = PredictCall(
+            request_id=live.request_id, inputs=live.inputs, single_input=live.single_input,
+            revision=target.revision, variant=target.name, analyzed=False, shadow=True,
+        )
+        return await self._predict(call, target, time.perf_counter())
 
     def _record_window(self, call: PredictCall, variant: Variant, latency: float, error_type: str | None,
                        http_status: int, result: PredictionResult | None) -> None:
@@ -263,7 +287,7 @@ class PredictionService:
         call.log["error_type"] = error_type
 
     async def _predict(self, call: PredictCall, variant: Variant, started: float) -> PredictionResult:
-        wait = self._limiter.acquire(call.client_key or "")
+        wait = 0.0 if call.shadow else self._limiter.acquire(call.client_key or "")
         if wait > 0:
             raise RateLimited("rate limit exceeded; retry later", retry_after=wait)
         program = variant.program
@@ -276,7 +300,7 @@ class PredictionService:
         async def compute() -> tuple[bytes, bool]:
             nonlocal computed
             computed = True
-            answer = await self._compute(variant, kwargs)
+            answer = await self._compute(variant, kwargs, fallbacks=not call.shadow)
             cost = self._account(answer, variant)
             if cost > 0:
                 await self._budget.spend(cost)
@@ -317,7 +341,7 @@ class PredictionService:
             timestamp=self._timestamp(time.time()),
         )
 
-    async def _compute(self, variant: Variant, kwargs: dict[str, Any]) -> _Answer:
+    async def _compute(self, variant: Variant, kwargs: dict[str, Any], *, fallbacks: bool = True) -> _Answer:
         if await self._budget.exhausted():
             budget = self._budget.daily_usd
             raise BudgetExhausted(
@@ -325,7 +349,8 @@ class PredictionService:
                 retry_after=_seconds_to_utc_midnight(datetime.now(UTC)),
             )
         endpoints = [Endpoint(variant.spec.lm, variant.lm)]
-        endpoints += [e for e in self.fallbacks if e.spec.model != variant.model]
+        if fallbacks:
+            endpoints += [e for e in self.fallbacks if e.spec.model != variant.model]
         skipped: list[tuple[str, float]] = []
         failures: list[tuple[str, BaseException]] = []
         for index, endpoint in enumerate(endpoints):

@@ -14,6 +14,28 @@ ended), fields ``<revision>|<variant>|<figure>``:
     cache_hits            answered from the cache or by joining an in-flight computation
     tokens_in, tokens_out, cost_usd
 
+Shadow copies (``shadow.py``) are counted under the shadow target's ``<revision>|<variant>|``
+with figures of their own, all prefixed ``shadow_``, so they never pass for live traffic
+(a canary receiving shadow copies is not judged on them). The figures of the shadow calls
+mirror the live ones, so the operator reads them with the same parser once the prefix is
+taken off:
+
+    shadow_requests, shadow_errors, shadow_class:<error_type>, shadow_lat:<i>,
+    shadow_latency_sum, shadow_cache_hits, shadow_tokens_in, shadow_tokens_out, shadow_cost_usd
+                          the shadow calls, as the live figures above, except that
+                          shadow_errors counts every failure (a failed shadow call is an error)
+    shadow_live_lat:<i>, shadow_live_latency_sum
+                          the latency of the live requests those calls were copies of (the
+                          same buckets): what the shadow's latency is compared with
+    shadow_compared       shadow calls that answered, compared with the live answer
+    shadow_agree          of those, the ones whose every output field equals the live one
+    shadow_dropped:<reason>
+                          copies not made: busy (no free slot), cap (shadow cap reached),
+                          budget (the live budget has too little left)
+
+A cell with only shadow figures carries only those (no zero ``requests``): a shadow target
+that serves no live traffic does not appear in the live figures at all.
+
 Two halves. ``Windows.record`` runs once per prediction on the request path: no I/O,
 one dict look-up and a few integer additions (about a microsecond). ``WindowFlusher``
 runs every ``WINDOW_FLUSH_SECS``: it takes what was recorded and adds it to Redis in one
@@ -65,9 +87,15 @@ class Cell:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    shadow: ShadowCell | None = None
+    """The shadow copies this revision and variant received (None: none)."""
 
     def add(self, other: Cell) -> None:
         """Add ``other``'s counts (a failed flush's, back into what is pending)."""
+        if other.shadow is not None:
+            if self.shadow is None:
+                self.shadow = ShadowCell()
+            self.shadow.add(other.shadow)
         self.requests += other.requests
         self.errors += other.errors
         for error_type, count in other.classes.items():
@@ -82,7 +110,17 @@ class Cell:
     def fields(self) -> tuple[dict[str, int], dict[str, float]]:
         """The hash fields (without the ``<revision>|<variant>|`` part): integer counts for
         HINCRBY, amounts for HINCRBYFLOAT. The headline figures are always there (0 included),
-        so every cell reads the same; empty latency buckets and error classes are left out."""
+        so every cell reads the same, unless the cell holds shadow figures only; empty latency
+        buckets and error classes are left out."""
+        if self.shadow is None:
+            return self._live_fields()
+        shadow_counts, shadow_amounts = self.shadow.fields()
+        if not self.requests:
+            return shadow_counts, shadow_amounts
+        counts, amounts = self._live_fields()
+        return {**counts, **shadow_counts}, {**amounts, **shadow_amounts}
+
+    def _live_fields(self) -> tuple[dict[str, int], dict[str, float]]:
         counts = {
             "requests": self.requests,
             "errors": self.errors,
@@ -95,8 +133,60 @@ class Cell:
         return counts, {"latency_sum": self.latency_sum, "cost_usd": self.cost_usd}
 
 
+@dataclass(slots=True)
+class ShadowCell:
+    """The shadow figures of one target in one bucket (see the module docstring)."""
+
+    calls: Cell = field(default_factory=lambda: Cell())
+    """The shadow calls, counted like live predictions (``errors``: every failure)."""
+    live_latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    live_latency_sum: float = 0.0
+    compared: int = 0
+    agree: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: ShadowCell) -> None:
+        self.calls.add(other.calls)
+        self.live_latency = [a + b for a, b in zip(self.live_latency, other.live_latency, strict=True)]
+        self.live_latency_sum += other.live_latency_sum
+        self.compared += other.compared
+        self.agree += other.agree
+        for reason, count in other.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def fields(self) -> tuple[dict[str, int], dict[str, float]]:
+        counts: dict[str, int] = {}
+        amounts: dict[str, float] = {}
+        if self.calls.requests:
+            calls, call_amounts = self.calls.fields()
+            counts = {f"shadow_{figure}": n for figure, n in calls.items()}
+            amounts = {f"shadow_{figure}": amount for figure, amount in call_amounts.items()}
+            counts.update(shadow_compared=self.compared, shadow_agree=self.agree)
+            counts.update((f"shadow_live_lat:{i}", n) for i, n in enumerate(self.live_latency) if n)
+            amounts["shadow_live_latency_sum"] = self.live_latency_sum
+        counts.update((f"shadow_dropped:{reason}", n) for reason, n in self.dropped.items())
+        return counts, amounts
+
+
 Cells = dict[tuple[str, str], Cell]
 """(revision, variant) -> figures, of one bucket."""
+
+
+def _count(cell: Cell, latency_s: float, error_type: str | None, is_error: bool, cached: bool,
+           tokens_in: int, tokens_out: int, cost_usd: float) -> None:
+    """One call into ``cell``; ``is_error``: it counts in ``errors`` too (live: a 5xx)."""
+    cell.requests += 1
+    cell.latency[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+    cell.latency_sum += latency_s
+    if cached:
+        cell.cache_hits += 1
+    if error_type is not None:
+        cell.classes[error_type] = cell.classes.get(error_type, 0) + 1
+        if is_error:
+            cell.errors += 1
+    cell.tokens_in += tokens_in
+    cell.tokens_out += tokens_out
+    cell.cost_usd += cost_usd
 
 
 class Windows:
@@ -108,6 +198,23 @@ class Windows:
         # The current bucket, looked up once per 5 s rather than on every request.
         self._start = -1
         self._current: Cells = {}
+
+    def _cell(self, revision: str, variant: str) -> Cell:
+        """The cell of ``revision`` and ``variant`` in the bucket of now."""
+        start = bucket_start(self._clock())
+        if start != self._start:
+            self._start = start
+            self._current = self._buckets.setdefault(start, {})
+        cell = self._current.get((revision, variant))
+        if cell is None:
+            cell = self._current[(revision, variant)] = Cell()
+        return cell
+
+    def _shadow_cell(self, revision: str, variant: str) -> ShadowCell:
+        cell = self._cell(revision, variant)
+        if cell.shadow is None:
+            cell.shadow = ShadowCell()
+        return cell.shadow
 
     def record(
         self,
@@ -123,25 +230,38 @@ class Windows:
         cost_usd: float,
     ) -> None:
         """Count one prediction (success or failure) in the bucket of now."""
-        start = bucket_start(self._clock())
-        if start != self._start:
-            self._start = start
-            self._current = self._buckets.setdefault(start, {})
-        cell = self._current.get((revision, variant))
-        if cell is None:
-            cell = self._current[(revision, variant)] = Cell()
-        cell.requests += 1
-        cell.latency[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
-        cell.latency_sum += latency_s
-        if cached:
-            cell.cache_hits += 1
-        if error_type is not None:
-            cell.classes[error_type] = cell.classes.get(error_type, 0) + 1
-            if http_status >= 500:
-                cell.errors += 1
-        cell.tokens_in += tokens_in
-        cell.tokens_out += tokens_out
-        cell.cost_usd += cost_usd
+        cell = self._cell(revision, variant)
+        _count(cell, latency_s, error_type, http_status >= 500, cached, tokens_in, tokens_out, cost_usd)
+
+    def record_shadow(
+        self,
+        revision: str,
+        variant: str,
+        *,
+        latency_s: float,
+        live_latency_s: float,
+        agreed: bool | None,
+        error_type: str | None,
+        cached: bool,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float,
+    ) -> None:
+        """Count one shadow call of target ``revision``/``variant``: ``agreed`` is None when it
+        failed (``error_type`` says how), else whether its answer equals the live one."""
+        shadow = self._shadow_cell(revision, variant)
+        failed = error_type is not None
+        _count(shadow.calls, latency_s, error_type, failed, cached, tokens_in, tokens_out, cost_usd)
+        shadow.live_latency[bisect.bisect_left(LATENCY_BUCKETS, live_latency_s)] += 1
+        shadow.live_latency_sum += live_latency_s
+        if agreed is not None:
+            shadow.compared += 1
+            shadow.agree += agreed
+
+    def record_shadow_drop(self, revision: str, variant: str, reason: str) -> None:
+        """Count one copy for target ``revision``/``variant`` that was not made, and why."""
+        dropped = self._shadow_cell(revision, variant).dropped
+        dropped[reason] = dropped.get(reason, 0) + 1
 
     def take(self) -> dict[int, Cells]:
         """Everything recorded so far, by bucket start; recording starts afresh."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -58,6 +59,11 @@ async def costs(runtime: RuntimeDep) -> JSON:
         "spent_today_usd": round(spent, 9),
         "exhausted": budget.daily_usd is not None and spent >= budget.daily_usd,
     }
+    shadow = runtime.service.shadow
+    snapshot["shadow"] = {
+        "cap_usd": shadow.cap(runtime.router.state.table.shadow),
+        "spent_today_usd": round(await shadow.spent_today(), 9),
+    }
     return JSON(snapshot)
 
 
@@ -72,6 +78,7 @@ async def config(runtime: RuntimeDep) -> JSON:
                 "table_hash": state.source_hash,
                 "source": state.source,
                 "sticky_header": state.table.sticky_header,
+                "shadow": dataclasses.asdict(state.table.shadow),
                 "revisions": [r.public() for r in state.revisions],
                 "variants": [v.public() for v in state.variants],
             },

@@ -87,6 +87,49 @@ def test_a_failed_flush_is_merged_back_and_at_most_an_hour_of_buckets_is_kept():
     assert len(kept) == MAX_PENDING_BUCKETS and min(kept) == 15  # the oldest three went
 
 
+def _shadow(windows: Windows, revision: str = "r1", variant: str = "s", **figures: Any) -> None:
+    values: dict[str, Any] = {
+        "latency_s": 0.3, "live_latency_s": 0.02, "agreed": True, "error_type": None, "cached": False,
+        "tokens_in": 10, "tokens_out": 2, "cost_usd": 0.01, **figures,
+    }  # fmt: skip
+    windows.record_shadow(revision, variant, **values)
+
+
+def test_shadow_figures_are_prefixed_and_a_shadow_only_cell_has_no_live_figures():
+    windows = Windows(ManualClock(1000.0))
+    _shadow(windows)
+    _shadow(windows, agreed=False, cached=True, cost_usd=0.0)
+    _shadow(windows, agreed=None, error_type="invalid_input", latency_s=0.0002, tokens_in=0, tokens_out=0, cost_usd=0.0)
+    windows.record_shadow_drop("r1", "s", "busy")
+    windows.record_shadow_drop("r1", "s", "busy")
+    windows.record_shadow_drop("r1", "s", "cap")
+    windows.record_shadow_drop("r1", "dropped-only", "budget")
+    _record(windows, variant="live")
+    cells = windows.take()[1000]
+    counts, amounts = cells[("r1", "s")].fields()
+    assert counts == {
+        "shadow_requests": 3, "shadow_errors": 1, "shadow_cache_hits": 1, "shadow_tokens_in": 20, "shadow_tokens_out": 4,
+        "shadow_lat:1": 1, "shadow_lat:11": 2, "shadow_class:invalid_input": 1,  # a 4xx too: every failure is an error
+        "shadow_compared": 2, "shadow_agree": 1, "shadow_live_lat:7": 3,
+        "shadow_dropped:busy": 2, "shadow_dropped:cap": 1,
+    }  # fmt: skip
+    assert amounts == pytest.approx({"shadow_latency_sum": 0.6002, "shadow_cost_usd": 0.01,
+                                     "shadow_live_latency_sum": 0.06})
+    assert cells[("r1", "dropped-only")].fields() == ({"shadow_dropped:budget": 1}, {})
+    assert "shadow_requests" not in cells[("r1", "live")].fields()[0]
+
+
+def test_a_cell_with_live_and_shadow_figures_carries_both_and_merges_back_whole():
+    windows = Windows(ManualClock(1000.0))
+    _record(windows)
+    _shadow(windows, revision="r1", variant="v")
+    taken = windows.take()
+    _shadow(windows, revision="r1", variant="v", agreed=False)
+    windows.give_back(taken)
+    counts, _ = windows.take()[1000][("r1", "v")].fields()
+    assert (counts["requests"], counts["shadow_requests"], counts["shadow_compared"], counts["shadow_agree"]) == (1, 2, 2, 1)
+
+
 class RecordingPipeline:
     def __init__(self, client: RecordingRedis) -> None:
         self._client = client
