@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,14 @@ from relay import CountingRelay, Request, relayed_proxy, start_operator, stop  #
 from dspy_operator import api  # noqa: E402
 from dspy_operator.handlers.lifecycle import RESYNC_SECONDS  # noqa: E402
 from dspy_operator.kube import KubeClient  # noqa: E402
-from dspy_operator.reconcile import desired  # noqa: E402
+from dspy_operator.reconcile import core  # noqa: E402
 from dspy_operator.reconcile.common import Owner  # noqa: E402
-from dspy_operator.reconcile.revisions import revision_configmap, revision_of  # noqa: E402
-from dspy_operator.reconcile.routing import routing_configmap, routing_table, table_text  # noqa: E402
+from dspy_operator.reconcile.core import Served  # noqa: E402
+from dspy_operator.reconcile.layout import layout, tables_of  # noqa: E402
+from dspy_operator.reconcile.revisions import revision_of  # noqa: E402
+from dspy_operator.reconcile.routing import table_text  # noqa: E402
+from dspy_operator.rollout.canary import Observations  # noqa: E402
+from dspy_operator.rollout.state import Plan, RolloutState  # noqa: E402
 from dspy_operator.reconcile.drift import with_applied_hash  # noqa: E402
 from dspy_operator.reconcile.inputs import REREAD_SECONDS, gather  # noqa: E402
 from dspy_operator.settings import OperatorSettings  # noqa: E402
@@ -288,9 +293,10 @@ def floor_children(body: Mapping[str, Any], inputs: Any, settings: OperatorSetti
     collector would delete children of a missing owner."""
     owner = Owner.from_body(body)
     revision = revision_of(owner.spec, inputs)
-    text = table_text(routing_table(owner.spec, [(revision, 100)]), 1)
-    intents = [revision_configmap(owner, revision), routing_configmap(owner, text),
-               *desired.runtime_children(owner, settings, None)]
+    state = RolloutState(stable=revision.name)
+    placed = layout(Plan.from_spec(owner.spec), state, Observations(desired=revision.name, now=datetime.now(timezone.utc)))
+    texts = {color: table_text(table, 1) for color, table in tables_of(owner.spec, placed, {revision.name: revision}).items()}
+    intents = core.children(owner, settings, Served([revision], placed, texts), None)
     children = [with_applied_hash(intent) for intent in intents]
     for child in children:
         child["metadata"].pop("ownerReferences", None)

@@ -106,11 +106,11 @@ if [[ -n "${OPENAI_API_KEY:-}" ]]; then
 fi
 kc patch dspy qa -n "$NS" --type merge -p "$patch"
 
-say "6/7 waiting until every DSPyDeployment is Healthy (blue/green: Degraded, it is not implemented yet)"
+say "6/7 waiting until every DSPyDeployment is Healthy"
 # Healthy for the current generation: a status written before the last change does not count.
 not_yet() {
-  kc get dspy -n "$NS" -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.generation} {.status.observedGeneration} {.status.phase} {.spec.rollout.strategy}{"\n"}{end}' \
-    | awk '$2 != $3 || ($4 != "Healthy" && !($5 == "BlueGreen" && $4 == "Degraded")) { print $1 }'
+  kc get dspy -n "$NS" -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.generation} {.status.observedGeneration} {.status.phase}{"\n"}{end}' \
+    | awk '$2 != $3 || $4 != "Healthy" { print $1 }'
 }
 for _ in $(seq 1 360); do
   pending="$(not_yet)"

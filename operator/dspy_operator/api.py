@@ -22,6 +22,7 @@ LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_DEPLOYMENT: Final = "dspy.dev/deployment"
+LABEL_COLOR: Final = "dspy.dev/color"
 
 APP_NAME: Final = "dspy-runtime"
 MANAGED_BY: Final = "dspy-operator"
@@ -40,6 +41,12 @@ ANNOTATION_CONFIG_HASH: Final = "dspy.dev/config-hash"
 ANNOTATION_REVISION: Final = "dspy.dev/revision"
 # A `kubectl dspy` request: {"id", "action", "time"}; answered in status.lastRequest.
 ANNOTATION_REQUEST: Final = "dspy.dev/request"
+
+BLUE: Final = "blue"
+GREEN: Final = "green"
+COLORS: Final = (BLUE, GREEN)
+SINGLE: Final = ""
+"""The color of the one runtime Deployment of RollingUpdate and Canary (named after the resource)."""
 
 REVISION_LENGTH: Final = 12
 LM_API_KEY_ENV: Final = "LM_API_KEY"
@@ -75,12 +82,31 @@ def selector_string(labels: dict[str, str]) -> str:
 
 
 def runtime_name(name: str) -> str:
-    """The runtime Deployment, Service, HPA and PDB share the resource's name."""
+    """The active Service, HPA and PDB share the resource's name (and so does the runtime
+    Deployment of RollingUpdate and Canary)."""
     return name
 
 
-def routing_name(name: str) -> str:
-    return f"{name}-routing"
+def deployment_name(name: str, color: str) -> str:
+    """The runtime Deployment of one color: `<name>` for SINGLE, `<name>-blue`, `<name>-green`."""
+    return f"{name}-{color}" if color else name
+
+
+def preview_name(name: str) -> str:
+    """The blue/green preview Service."""
+    return f"{name}-preview"
+
+
+def color_selector(name: str, color: str) -> dict[str, str]:
+    """The pods of one color. SINGLE selects every runtime pod of the resource (all colors),
+    which is what lets a Service follow a migration between strategies without a gap."""
+    selector = pod_selector(name, COMPONENT_RUNTIME)
+    return {**selector, LABEL_COLOR: color} if color else selector
+
+
+def routing_name(name: str, color: str = SINGLE) -> str:
+    """The routing ConfigMap mounted by one color's pods."""
+    return f"{name}-routing-{color}" if color else f"{name}-routing"
 
 
 def redis_name(name: str) -> str:
@@ -102,9 +128,9 @@ def redis_prefix(namespace: str, name: str) -> str:
     return f"dspy:{{{resource_id(namespace, name)}}}:"
 
 
-def routing_redis_key(namespace: str, name: str) -> str:
-    """Key and channel of the routing table push (`ROUTING_REDIS_KEY`)."""
-    return redis_prefix(namespace, name) + "routing"
+def routing_redis_key(namespace: str, name: str, color: str = SINGLE) -> str:
+    """Key and channel of the routing table push to one color's pods (`ROUTING_REDIS_KEY`)."""
+    return redis_prefix(namespace, name) + ("routing:" + color if color else "routing")
 
 
 def variant_key_env(variant: str) -> str:

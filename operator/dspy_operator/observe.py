@@ -23,8 +23,10 @@ from dspy_operator.reconcile.inputs import MAX_REMEMBERED, REREAD_SECONDS
 from dspy_operator.rollout.analysis import Thresholds, Window, by_revision, judge, settled_end, windows_from_buckets
 from dspy_operator.rollout.canary import EvaluationResult, Judgement
 from dspy_operator.rollout.experiment import experiment_status
+from dspy_operator.rollout.shadow import shadow_status
 from dspy_operator.rollout.state import Plan, RolloutState
 from dspy_operator.runtimebus import RuntimeBus
+from dspy_operator.status.conditions import now_rfc3339
 
 SERVED_FRESH_SECONDS = 30.0
 """A pod's report of the table it serves counts while younger than this (pods report every 5 s)."""
@@ -32,6 +34,8 @@ EXPERIMENT_WINDOW_SECONDS = 1800
 """The A/B statistics cover the last half hour (the pods' buckets live an hour)."""
 EXPERIMENT_REFRESH_SECONDS = 60.0
 """How often they are recomputed: a status write a minute at most, and none while nothing is served."""
+SHADOW_WINDOW = "30m"
+"""`status.shadow.window`: the span of EXPERIMENT_WINDOW_SECONDS, as the block names it."""
 
 
 def judgement(bus: RuntimeBus, owner: Owner, plan: Plan, state: RolloutState, now: datetime) -> Judgement:
@@ -69,9 +73,14 @@ class Throttle:
             return True
 
 
+def _live_variants(spec: Mapping[str, Any]) -> list[str]:
+    """spec.variants that take traffic by weight: a shadow variant is no arm of the experiment."""
+    return [str(variant["name"]) for variant in spec.get("variants") or [] if not variant.get("shadow")]
+
+
 def experiment_due(owner: Owner, state: RolloutState, throttle: Throttle) -> bool:
-    """A standing experiment (two variants or more), at most once per refresh period."""
-    return len(owner.spec.get("variants") or []) >= 2 and bool(state.stable) and throttle.due(owner.uid)
+    """A standing experiment (two live variants or more), at most once per refresh period."""
+    return len(_live_variants(owner.spec)) >= 2 and bool(state.stable) and throttle.due(owner.uid)
 
 
 def experiment(bus: RuntimeBus, owner: Owner, state: RolloutState, current: Mapping[str, Any] | None,
@@ -82,9 +91,34 @@ def experiment(bus: RuntimeBus, owner: Owner, state: RolloutState, current: Mapp
     start = end - EXPERIMENT_WINDOW_SECONDS
     buckets = bus.read_buckets(api.redis_prefix(owner.namespace, owner.name), start, end)
     windows = windows_from_buckets(buckets, start, end)
-    names = [str(variant["name"]) for variant in owner.spec.get("variants") or []]
+    names = _live_variants(owner.spec)
     figures = experiment_status([(name, windows.get((state.stable, name), Window())) for name in names], start, end)
     return None if current and current.get("variants") == figures["variants"] else figures
+
+
+def has_shadow(owner: Owner, state: RolloutState) -> bool:
+    """The spec asks for shadow targets among the served revisions: a shadow variant, or a canary
+    that takes shadow copies (spec.rollout.canary.shadow) while one is in progress."""
+    canary = section(owner.spec, "rollout", "canary")
+    wanted = any(variant.get("shadow") for variant in owner.spec.get("variants") or []) or (
+        bool(canary.get("shadow")) and bool(state.canary))
+    return wanted and bool(state.stable)
+
+
+def shadow(bus: RuntimeBus, owner: Owner, state: RolloutState, previous: Mapping[str, Any] | None,
+           now: datetime, throttle: Throttle) -> dict[str, Any] | None:
+    """`status.shadow`: the shadow targets of the served revisions over the last window, at most
+    once per refresh period. None when the spec has no shadow target (no Redis read), when not due,
+    or when the targets' figures are those already in status (`previous`): idle means no write,
+    and `updated` says when the figures last changed."""
+    if not has_shadow(owner, state) or not throttle.due(owner.uid):
+        return None
+    end = settled_end(now.timestamp())
+    start = end - EXPERIMENT_WINDOW_SECONDS
+    buckets = bus.read_buckets(api.redis_prefix(owner.namespace, owner.name), start, end)
+    served = {name for name, _ in state.served()}
+    block = shadow_status(buckets, start, end, served, window=SHADOW_WINDOW, updated=now_rfc3339(now))
+    return None if previous and previous.get("targets") == block["targets"] else block
 
 
 def evaluation(bus: RuntimeBus, owner: Owner, evaluation_id: str) -> EvaluationResult:

@@ -66,21 +66,21 @@ class RuntimeBus:
     def close(self) -> None:
         self._client.close()
 
-    def publish_table(self, prefix: str, table_json: str, serial: int) -> None:
-        """Store the routing table and its serial and announce the serial, all in one MULTI, so a pod
-        that hears the announcement reads the table it announces."""
-        key = f"{prefix}routing"
+    def publish_table(self, key: str, table_json: str, serial: int) -> None:
+        """Store the routing table at `key` (`api.routing_redis_key`: one per color) with its serial
+        and announce the serial, all in one MULTI, so a pod that hears the announcement reads the
+        table it announces."""
         with _unavailable_as("publish the routing table"):
             pipe = self._client.pipeline(transaction=True)
             pipe.set(key, table_json)
-            pipe.set(f"{prefix}routing:serial", serial)
+            pipe.set(f"{key}:serial", serial)
             pipe.publish(key, str(serial))
             pipe.execute()
 
-    def table_serial(self, prefix: str) -> int | None:
-        """The serial of the table last published; None when none was (or it is unreadable)."""
+    def table_serial(self, key: str) -> int | None:
+        """The serial of the table last published at `key`; None when none was (or it is unreadable)."""
         with _unavailable_as("read the routing serial"):
-            value = self._client.get(f"{prefix}routing:serial")
+            value = self._client.get(f"{key}:serial")
         return _int_or_none(value)
 
     def read_buckets(self, prefix: str, start: float, end: float) -> dict[int, dict[str, str]]:

@@ -269,9 +269,12 @@ class RuntimeSettings(BaseSettings):
         if self.routing_redis_key is not None and self.redis_url is None:
             raise ValueError("ROUTING_REDIS_KEY is set, but REDIS_URL is not: the table is pushed through that Redis")
         if self.routing_redis_key is not None and self.dspy_resource is not None:
+            # One table per resource, or one per blue/green color (`<prefix>routing:<color>`).
             expected = resource_key_prefix(self.dspy_resource) + ROUTING_KEY_SUFFIX
-            if self.routing_redis_key != expected:
-                raise ValueError(f"ROUTING_REDIS_KEY must be {expected} for DSPY_RESOURCE {self.dspy_resource}")
+            key = self.routing_redis_key
+            if key != expected and not re.fullmatch(re.escape(expected) + r":[a-z]{1,16}", key):
+                raise ValueError(f"ROUTING_REDIS_KEY must be {expected} (or {expected}:<color>) "
+                                 f"for DSPY_RESOURCE {self.dspy_resource}")
         return self
 
     @property

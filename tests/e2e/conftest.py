@@ -19,6 +19,7 @@ import base64
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -293,6 +294,17 @@ class Operator:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the process (no cleanup of any kind), start a new one, and return once it
+        lists DSPyDeployments: what a node failure under the operator looks like."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        restarted = time.monotonic()
+        self.process = start_operator(self.kubeconfig, self.log_path)
+        wait_until(lambda: any(r.at >= restarted and "dspydeployments" in r.path for r in self.relay.requests),
+                   "the restarted operator to list DSPyDeployments")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +68,27 @@ def owned_children(cluster: Any, namespace: str, name: str) -> dict[str, dict[st
     out = cluster.kubectl("get", "deployments,services,configmaps,secrets,poddisruptionbudgets,"
                           "horizontalpodautoscalers,networkpolicies", "-n", namespace, "-l", selector, "-o", "yaml")
     return {f"{item['kind']}/{item['metadata']['name']}": item for item in yaml.safe_load(out.stdout)["items"]}
+
+
+def redis_secret(url: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-url"}, "stringData": {"url": url}}
+
+
+def patch_spec(cluster: Any, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    cluster.kubectl("patch", "dspydeployment", name, "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": patch}))
+
+
+def status(cluster: Any, namespace: str, name: str = "qa") -> dict[str, Any]:
+    return get_dspy(cluster, namespace, name).get("status") or {}
+
+
+def kubectl_dspy(cluster: Any, namespace: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The plugin as a user runs it (the console script of the operator package)."""
+    plugin = shutil.which("kubectl-dspy", path=str(Path(sys.executable).parent))
+    assert plugin, "kubectl-dspy is not installed in the virtualenv"
+    proc = subprocess.run([plugin, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, *args],
+                          capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl dspy {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
+    return proc

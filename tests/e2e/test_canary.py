@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from relay import start_operator
-from resources import REPO, TIMEOUT, api_key_secret, apply_yaml, condition, dspy_deployment, get_dspy, wait_phase
+from resources import (
+    REPO, TIMEOUT, api_key_secret, apply_yaml, condition, dspy_deployment, get_dspy, kubectl_dspy, patch_spec,
+    redis_secret, status, wait_phase,
+)
 from servers import FakeLMServer
 
 from dspy_runtime.fakelm import field_value
@@ -40,10 +37,6 @@ MODEL = "openai/fake-model"
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def redis_secret(url: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-url"}, "stringData": {"url": url}}
 
 
 def canary(lm: FakeLMServer, steps: list[dict[str, Any]], analysis: dict[str, Any] | None = None,
@@ -60,26 +53,6 @@ def canary(lm: FakeLMServer, steps: list[dict[str, Any]], analysis: dict[str, An
         rollout=rollout,
         **spec,
     )
-
-
-def patch_spec(cluster: Any, namespace: str, name: str, patch: dict[str, Any]) -> None:
-    cluster.kubectl("patch", "dspydeployment", name, "-n", namespace, "--type=merge",
-                    "-p", json.dumps({"spec": patch}))
-
-
-def status(cluster: Any, namespace: str, name: str = "qa") -> dict[str, Any]:
-    return get_dspy(cluster, namespace, name).get("status") or {}
-
-
-def kubectl_dspy(cluster: Any, namespace: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The plugin as a user runs it (the console script of the operator package)."""
-    plugin = shutil.which("kubectl-dspy", path=str(Path(sys.executable).parent))
-    assert plugin, "kubectl-dspy is not installed in the virtualenv"
-    proc = subprocess.run([plugin, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, *args],
-                          capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl dspy {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
-    return proc
 
 
 def predict(runtime: Any, question: str, user: str | None = None) -> dict[str, Any]:
@@ -296,13 +269,7 @@ def test_the_operator_killed_mid_canary_resumes_at_the_same_step(
     start_with(cluster, namespace, wait_until, redis_server, [canary(fake_lm, steps)])
     patch_spec(cluster, namespace, "qa", {"lm": {"maxTokens": 256}})
     before = wait_until(lambda: (s := status(cluster, namespace)).get("canaryWeight") == 30 and s, "weight 30")
-    assert operator.process is not None
-    operator.process.send_signal(signal.SIGKILL)
-    operator.process.wait(timeout=30)
-    restarted = time.monotonic()
-    operator.process = start_operator(operator.kubeconfig, operator.log_path)
-    wait_until(lambda: any(r.at >= restarted and "dspydeployments" in r.path for r in operator.relay.requests),
-               "the restarted operator to list DSPyDeployments")
+    operator.kill_and_restart()
     time.sleep(8)  # several rollout ticks
     after = status(cluster, namespace)
     for key in ("canaryRevision", "canaryWeight", "currentStep", "currentStepStartTime", "stableRevision"):

@@ -220,6 +220,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "evaluation needs minScore, maxRegression or both",
     ),
     (
+        "blue/green analysis without a Redis to read the pods' figures from",
+        {"rollout": {"strategy": "BlueGreen", "blueGreen": {"analysis": {"minRequests": 5}}},
+         "redis": {"mode": "Disabled"}},
+        "spec.rollout.blueGreen.analysis",
+        "blue/green analysis reads the runtime pods' figures from Redis",
+    ),
+    (
+        "a blue/green evaluation gate with nothing to judge by (the same schema as the canary's)",
+        {"rollout": {"strategy": "BlueGreen", "blueGreen": {"analysis": {
+            "evaluation": {"configMapRef": {"name": "dev"}, "metric": "F1"}}}},
+         "redis": {"mode": "External", "urlSecretRef": {"name": "r"}}},
+        "spec.rollout.blueGreen.analysis.evaluation",
+        "evaluation needs minScore, maxRegression or both",
+    ),
+    (
+        "a shadow variant with live weight",
+        {"variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50, "shadow": True}]},
+        "spec.variants[1].weight",
+        "a variant with shadow true must have weight 0",
+    ),
+    (
         "an env entry with value and valueFrom",
         {"runtime": {"env": [{"name": "A", "value": "x",
                               "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
@@ -333,7 +354,9 @@ EXPECTED_DEFAULTED_SPEC = {
     "lm": {"model": "openai/fake-model", "apiBase": "http://127.0.0.1:18080/v1",
            "temperature": 0, "maxTokens": 512, "timeoutSeconds": 30},
     "replicas": 1,
+    "revisionHistoryLimit": 10,
     "rollout": {"strategy": "RollingUpdate"},
+    "shadow": {"samplePercent": 10, "maxConcurrent": 4},
     "cache": {"enabled": True, "memory": {"maxEntries": 10000, "ttlSeconds": 300},
               "redis": {"ttlSeconds": 3600, "jitterSeconds": 300}},
     "redis": {"mode": "Disabled"},

@@ -56,8 +56,7 @@ def test_children_appear_owned_and_resource_becomes_healthy(cluster, operator, n
 
 
 def test_every_example_reconciles_to_the_phase_it_promises(cluster, operator, namespace, wait_until):
-    """examples/ is what users copy: each one reconciles to Healthy, except blue/green, which
-    says it is not implemented yet rather than pretending (Degraded, StrategyNotImplemented)."""
+    """examples/ is what users copy: each one reconciles to Healthy (blue/green on its blue color)."""
     names = []
     for path in sorted((REPO / "examples").glob("*.yaml")):
         docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
@@ -66,11 +65,9 @@ def test_every_example_reconciles_to_the_phase_it_promises(cluster, operator, na
                   for doc in docs if doc["kind"] == "DSPyDeployment"]
     assert names
     for name, strategy in names:
+        obj = wait_phase(cluster, wait_until, namespace, name, "Healthy")
         if strategy == "BlueGreen":
-            obj = wait_phase(cluster, wait_until, namespace, name, "Degraded")
-            assert condition(obj, "Degraded")["reason"] == "StrategyNotImplemented"
-        else:
-            wait_phase(cluster, wait_until, namespace, name, "Healthy")
+            assert obj["status"]["activeColor"] == "blue"
 
 
 def test_a_program_change_switches_the_table_and_a_pod_level_change_rolls_the_pods(
@@ -163,7 +160,8 @@ def test_saved_programs_live_in_immutable_revisions_and_old_revisions_are_pruned
         cluster, operator, namespace, wait_until):
     program = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qa-program"},
                "data": {"program.json": '{"predict": {"demos": []}}'}}
-    spec = {"program": {"signature": "question -> answer", "configMapRef": {"name": "qa-program"}}}
+    spec = {"program": {"signature": "question -> answer", "configMapRef": {"name": "qa-program"}},
+            "revisionHistoryLimit": 3}
     apply_yaml(cluster, namespace, [api_key_secret(), program, dspy_deployment(**spec)])
     first = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")["status"]["stableRevision"]
     copy = owned_children(cluster, namespace, "qa")[f"ConfigMap/qa-rev-{first}"]
@@ -182,9 +180,15 @@ def test_saved_programs_live_in_immutable_revisions_and_old_revisions_are_pruned
         revisions.append(wait_until(
             lambda: (r := get_dspy(cluster, namespace, "qa")["status"].get("stableRevision")) not in revisions and r,
             "a new revision", timeout=TIMEOUT))
-    kept = {key.removeprefix("ConfigMap/qa-rev-") for key in owned_children(cluster, namespace, "qa")
-            if key.startswith("ConfigMap/qa-rev-")}
-    assert kept == set(revisions[-3:]), "the stable revision and the two before it (for undo) are kept"
+
+    def kept() -> set[str]:
+        return {key.removeprefix("ConfigMap/qa-rev-") for key in owned_children(cluster, namespace, "qa")
+                if key.startswith("ConfigMap/qa-rev-")}
+    # revisionHistoryLimit 3: the stable revision and the two before it (undo may return to them).
+    wait_until(lambda: kept() == set(revisions[-3:]), "the revisions of the history kept, the older one pruned")
+    history = get_dspy(cluster, namespace, "qa")["status"]["history"]
+    assert [entry["revision"] for entry in history] == revisions[:0:-1][:3]
+    assert {entry["outcome"] for entry in history} == {"Promoted"}
     wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
 
 

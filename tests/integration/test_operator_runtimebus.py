@@ -61,18 +61,18 @@ def test_one_bus_per_url(redis_url):
 
 def test_publish_table_stores_table_and_serial_and_announces_the_serial(bus, client):
     pubsub = subscribe(client, f"{P}routing")
-    assert bus.table_serial(P) is None
+    assert bus.table_serial(P + "routing") is None
     table = json.dumps({"serial": 1764624000123, "revisions": [{"name": "3f9a0c1d2e4b", "weight": 100}]})
-    bus.publish_table(P, table, 1764624000123)
+    bus.publish_table(P + "routing", table, 1764624000123)
     assert client.get(f"{P}routing") == table
-    assert bus.table_serial(P) == 1764624000123
+    assert bus.table_serial(P + "routing") == 1764624000123
     assert next_message(pubsub) == "1764624000123"
     pubsub.close()
 
 
 def test_table_serial_ignores_garbage(bus, client):
     client.set(f"{P}routing:serial", "not-a-number")
-    assert bus.table_serial(P) is None
+    assert bus.table_serial(P + "routing") is None
 
 
 def test_read_buckets_fetches_whole_buckets_in_range_only(bus, client):
@@ -131,11 +131,11 @@ def test_an_unreadable_evaluation_result_reads_as_failed(bus, client):
 def test_every_call_raises_bus_unavailable_fast_when_redis_is_down(redis_server, redis_url):
     bus = RuntimeBus.from_url(redis_url)
     try:
-        assert bus.table_serial(P) is None  # connected once, then Redis goes away
+        assert bus.table_serial(P + "routing") is None  # connected once, then Redis goes away
         redis_server.stop()
         calls = [
-            lambda: bus.publish_table(P, "{}", 1),
-            lambda: bus.table_serial(P),
+            lambda: bus.publish_table(P + "routing", "{}", 1),
+            lambda: bus.table_serial(P + "routing"),
             lambda: bus.read_buckets(P, 1000, 1010),
             lambda: bus.served_tables(P),
             lambda: bus.request_evaluation(P, {"id": "0123456789abcdef"}),
@@ -148,7 +148,7 @@ def test_every_call_raises_bus_unavailable_fast_when_redis_is_down(redis_server,
                 call()
             assert time.monotonic() - began < 5  # no ten retries with backoff
         redis_server.start()
-        assert bus.table_serial(P) is None  # the same bus works again once Redis is back
+        assert bus.table_serial(P + "routing") is None  # the same bus works again once Redis is back
     finally:
         redis_server.start()
         bus.close()

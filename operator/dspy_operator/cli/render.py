@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from dspy_operator.cli.verbs import previous_revision
 from dspy_operator.rollout.state import Plan, RolloutState, Step, parse_time
 
 KEY_WIDTH: Final = 14
@@ -40,7 +39,7 @@ _TONES: Final[Mapping[str, str]] = {
 
 def render_status(body: Mapping[str, Any], now: datetime, *, color: bool = False) -> str:
     """Everything `kubectl dspy status NAME` shows, section by section; a section with
-    nothing to say (no rollout, no experiment) is left out rather than printed empty."""
+    nothing to say (no rollout, no experiment, no shadow) is left out rather than printed empty."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
     plan, state = Plan.from_spec(spec), RolloutState.from_status(status)
     name = str((body.get("metadata") or {}).get("name", ""))
@@ -51,6 +50,7 @@ def render_status(body: Mapping[str, Any], now: datetime, *, color: bool = False
         _analysis(plan, state, now, paint),
         _evaluation(plan, state, paint),
         _experiment(status.get("experiment"), now),
+        _shadow(status.get("shadow"), now),
         _conditions(status.get("conditions") or [], now),
         _last_request(state.last_request, now, paint),
     ]
@@ -72,25 +72,45 @@ def _overview(body: Mapping[str, Any], plan: Plan, state: RolloutState, now: dat
         _kv("Strategy", plan.strategy),
     ]
     served = dict(state.served())
-    lines.append(_kv("Stable", f"{state.stable}  {served[state.stable]}%" if state.stable else "-"))
-    if state.canary:
-        lines.append(_kv("Canary", f"{state.canary}  {state.weight}%"))
+    if plan.strategy == "BlueGreen":
+        lines.append(_kv("Stable", f"{state.stable}  active" if state.stable else "-"))
+        if state.canary:
+            lines.append(_kv("Preview", f"{state.canary}  {_preview_stage(state)}"))
+    else:
+        lines.append(_kv("Stable", f"{state.stable}  {served[state.stable]}%" if state.stable else "-"))
+        if state.canary:
+            lines.append(_kv("Canary", f"{state.canary}  {state.weight}%"))
     if state.aborted:
         lines.append(_kv("Aborted", f"{state.aborted}  held at 0% until the spec changes or a retry"))
     routing = status.get("routing") or {}
     if routing:
         served_by = f", served by {routing['servedBy']} pods" if routing.get("servedBy") else ""
         lines.append(_kv("Routing", f"serial {routing.get('serial', '-')}{served_by}"))
-    if plan.strategy == "BlueGreen" and status.get("activeColor"):
-        lines.append(_kv("Colors", _colors(status, now)))
+    if plan.strategy == "BlueGreen" and state.colors:
+        lines.append(_kv("Colors", _colors(state, now)))
     return lines
 
 
-def _colors(status: Mapping[str, Any], now: datetime) -> str:
-    text = f"active {status['activeColor']}"
-    if status.get("previewColor"):
-        ready = parse_time(status.get("previewReadyTime"))
-        text += f", preview {status['previewColor']}" + (f" (ready for {duration(now - ready)})" if ready else "")
+def _preview_stage(state: RolloutState) -> str:
+    if state.switching:
+        return "scaling to the active count, then the switch"
+    return "ready behind the preview Service" if state.preview_ready else "starting"
+
+
+def _colors(state: RolloutState, now: datetime) -> str:
+    """`blue 3f9a0c1d2e4b (active), green 77aa01bc9e0f (preview, ready for 2m)` and the scale-down."""
+    parts = []
+    for color, revision in sorted(state.colors.items()):
+        role = ("active" if color == state.active_color else "preview" if color == state.preview_color
+                else "previous")
+        if color == state.preview_color and state.preview_ready:
+            ready = parse_time(state.preview_ready)
+            role += f", ready for {duration(now - ready)}" if ready else ""
+        parts.append(f"{color or 'single Deployment'} {revision} ({role})")
+    text = ", ".join(parts)
+    going = parse_time(state.scale_down)
+    if going is not None:
+        text += f"; the previous color goes in {duration(max(going - now, timedelta(0)))} (undo switches back until then)"
     return text
 
 
@@ -273,6 +293,31 @@ def _variant_row(index: int, variant: Mapping[str, Any]) -> list[str]:
             percent(variant.get("cacheHitRatio")), p_value, significant, needed]
 
 
+def _shadow(shadow: Mapping[str, Any] | None, now: datetime) -> list[str]:
+    """status.shadow: per shadow target, how often its answers agreed with the live ones (95% Wilson
+    interval), its failures, its p95 beside the p95 of the live requests it copied, cost, drops."""
+    if not shadow:
+        return []
+    updated = parse_time(shadow.get("updated"))
+    when = f", updated {duration(now - updated)} ago" if updated else ""
+    header = _kv("Shadow", f"window {shadow.get('window', '-')}{when}")
+    targets = shadow.get("targets") or []
+    if not targets:
+        return [header, f"{INDENT}no copies compared yet"]
+    rows = []
+    for target in targets:
+        agreement = percent(target.get("agreementRate"))
+        interval = target.get("agreementCI") or []
+        if len(interval) == 2:
+            agreement += f" ({interval[0] * 100:.1f}-{interval[1] * 100:.1f})"
+        rows.append([f"{target.get('revision', '?')}/{target.get('variant', '?')}", count(target.get("requests")),
+                     agreement, percent(target.get("errorRate")), seconds(target.get("p95LatencySeconds")),
+                     seconds(target.get("liveP95LatencySeconds")), usd(target.get("costPerRequestUsd")),
+                     count(target.get("dropped"))])
+    header_row = ("TARGET", "COMPARED", "AGREEMENT (95% CI)", "ERRORS", "P95 SHADOW", "P95 LIVE", "COST/REQ", "DROPPED")
+    return [header, *table(header_row, rows, align="lrrrrrrr")]
+
+
 def _conditions(conditions: Sequence[Mapping[str, Any]], now: datetime) -> list[str]:
     if not conditions:
         return []
@@ -298,23 +343,31 @@ def _last_request(last: Mapping[str, Any] | None, now: datetime, paint: Callable
 
 
 def render_history(body: Mapping[str, Any], now: datetime) -> str:
-    """status.history newest first, with the revision in progress (canary) or held (aborted)
-    on top, since neither is in the history, and the one `undo` would return to marked."""
+    """status.history newest first (how each rollout ended: promoted, aborted, rolled back), with
+    the revision in progress (canary or preview) or held on top, since neither has ended, and the
+    stable one and the one `undo` would return to marked."""
     state = RolloutState.from_status(body.get("status") or {})
-    undo_target = previous_revision(state)
+    undo_target = state.undo_target()
     rows = []
     if state.canary:
-        rows.append([state.canary, "-", "-", f"canary ({state.weight}%)"])
+        where = f"preview ({state.preview_color})" if state.preview_color else f"canary ({state.weight}%)"
+        rows.append([state.canary, "InProgress", "-", "-", where])
     if state.aborted and state.aborted != state.canary:
-        rows.append([state.aborted, "-", "-", "aborted (held)"])
+        rows.append([state.aborted, "Held", "-", "-", "retry or a new spec rolls it out"])
+    marked: set[str] = set()
     for entry in state.history:
         revision = str(entry.get("revision", ""))
-        promoted = parse_time(entry.get("promotedAt"))
-        mark = "stable" if revision == state.stable else "undo returns here" if revision == undo_target else ""
-        rows.append([revision, str(entry.get("promotedAt", "-")), duration(now - promoted) if promoted else "-", mark])
+        when = parse_time(entry.get("time"))
+        mark = ""
+        if revision not in marked and entry.get("outcome") == "Promoted":
+            mark = "stable" if revision == state.stable else "undo returns here" if revision == undo_target else ""
+            if mark:
+                marked.add(revision)
+        rows.append([revision, str(entry.get("outcome", "-")), str(entry.get("time", "-")),
+                     duration(now - when) if when else "-", mark])
     if not rows:
-        return "no revision has been promoted yet\n"
-    return "\n".join(table(("REVISION", "PROMOTED", "AGE", ""), rows, align="llrl", indent="")) + "\n"
+        return "no revision has been rolled out yet\n"
+    return "\n".join(table(("REVISION", "OUTCOME", "WHEN", "AGE", ""), rows, align="lllrl", indent="")) + "\n"
 
 
 # --- building blocks -----------------------------------------------------------------------------

@@ -19,21 +19,15 @@ from dspy_operator import api
 from dspy_operator.rollout.canary import ABORT, ACTIONS, PAUSE, PROMOTE, PROMOTE_FULL, RESUME, RETRY, UNDO
 from dspy_operator.rollout.state import Plan, RolloutState, format_time
 
-CANARY_ONLY = frozenset({PROMOTE, PROMOTE_FULL, ABORT, PAUSE, RESUME})
-"""Verbs that act on a canary in progress. `retry` and `undo` also apply to RollingUpdate and
-BlueGreen (the operator holds aborted revisions and keeps a history under every strategy)."""
+PROGRESSIVE_ONLY = frozenset({PROMOTE, PROMOTE_FULL, ABORT, PAUSE, RESUME})
+"""Verbs that act on a canary or a blue/green preview in progress. `retry` and `undo` also apply
+to RollingUpdate (the operator holds aborted revisions and keeps a history under every strategy)."""
+PROGRESSIVE = ("Canary", "BlueGreen")
 
 
 def verb_of(action: str) -> str:
     """The word a user typed: `promote --full` is still "promote" in a message."""
     return action.split("-", 1)[0]
-
-
-def previous_revision(state: RolloutState) -> str | None:
-    """The revision `undo` returns to: the newest history entry after the first that is not
-    the stable one (the operator's rule, so both sides agree on the target)."""
-    return next((str(entry["revision"]) for entry in state.history[1:]
-                 if entry.get("revision") and entry.get("revision") != state.stable), None)
 
 
 def unfit(action: str, body: Mapping[str, Any]) -> str | None:
@@ -48,17 +42,18 @@ def unfit(action: str, body: Mapping[str, Any]) -> str | None:
     plan = Plan.from_spec(body.get("spec") or {})
     state = RolloutState.from_status(body.get("status") or {})
     verb = verb_of(action)
-    if action in CANARY_ONLY and plan.strategy != "Canary":
+    if action in PROGRESSIVE_ONLY and plan.strategy not in PROGRESSIVE:
         return f"{name} uses strategy {plan.strategy}: nothing to {verb}"
     if action == RETRY and not state.aborted:
         return f"{name} has no aborted revision: nothing to retry"
-    if action == UNDO and previous_revision(state) is None:
+    if action == UNDO and state.undo_target() is None:
         return f"{name} has no previous revision in its history: nothing to undo"
     if action == RESUME and not state.paused:
         hint = " (spec.paused is true: that one is lifted by editing the spec)" if (body.get("spec") or {}).get("paused") else ""
         return f"{name} is not paused: nothing to resume{hint}"
     if action in (PROMOTE, PROMOTE_FULL, ABORT, PAUSE) and not state.canary:
-        return f"{name} has no canary in progress: nothing to {verb}"
+        what = "blue/green preview" if plan.strategy == "BlueGreen" else "canary"
+        return f"{name} has no {what} in progress: nothing to {verb}"
     if action == PAUSE and state.paused:
         return f"{name} is already paused ({state.pause_reason or 'no reason given'}): nothing to pause"
     return None

@@ -25,6 +25,8 @@ class Context:
     serializer: Serializer
     experiments: Throttle
     """When each resource's A/B statistics were last computed."""
+    shadows: Throttle
+    """When each resource's shadow figures were last computed."""
 
 
 def from_memo(memo: Any) -> Context:

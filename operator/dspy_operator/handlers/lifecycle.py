@@ -1,5 +1,5 @@
 """DSPyDeployment handlers: on create/update/resume, on a `kubectl dspy` request, a resync
-timer (level-based) and a faster rollout timer while a canary is in progress.
+timer (level-based) and a faster rollout timer while a canary or a blue/green preview is in progress.
 
 Each handler is a few lines around the one pass (`sync.sync`): it observes, decides the
 rollout, writes status and children, and posts Events. Spec problems raise TemporaryError
@@ -31,7 +31,7 @@ RESYNC_SECONDS = 10.0
 FIRST_RESYNC_SECONDS = 3.0
 """The first look after a resource appears (or the operator starts): pods are often ready by then."""
 ROLLOUT_SECONDS = 2.0
-"""How often a canary in progress is stepped: the resolution of pauses and analysis intervals."""
+"""How often a canary or a preview in progress is stepped: the resolution of pauses, analysis intervals and switches."""
 
 
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)

@@ -52,6 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     memo.context = Context(
         settings=operator_settings, kube=kube, references=RecentReads(kube.get), redis=RedisAddresses(kube.get),
         buses=RuntimeBuses(), serializer=Serializer(), experiments=Throttle(EXPERIMENT_REFRESH_SECONDS),
+        shadows=Throttle(EXPERIMENT_REFRESH_SECONDS),
     )
     logger.info(
         "dspy-operator: namespaces=%s runtime image=%s",

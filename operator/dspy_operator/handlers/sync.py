@@ -5,11 +5,12 @@ this same pass, one at a time per resource (`serialize`). In order:
 
 1. read: the spec's references (`inputs`), the live children (the index), the runtime
    pods' reports in Redis when the rollout needs them (`observe`);
-2. decide: the pure step machine (`rollout.canary.decide`) returns the new rollout state;
+2. decide: the pure step machine (`rollout.machine.decide`: canary or blue/green) returns
+   the new rollout state, and `reconcile.layout` the Deployments it calls for;
 3. commit the decision: the rollout fields of status are written first, with the body's
    resourceVersion as a precondition (a 409 retakes the decision from a fresh read);
-4. apply what status now says: revision ConfigMaps, the routing table (ConfigMap and the
-   Redis push) and the pod-level children, through the one writer;
+4. apply what status now says: revision ConfigMaps, the routing tables (ConfigMap and the
+   Redis push, one per color) and the pod-level children, through the one writer;
 5. report: conditions and phase from what was observed, written only when changed.
 
 Status before children: killed between the two, the operator finds the decision in status
@@ -36,8 +37,11 @@ from dspy_operator.reconcile.common import Owner, canonical_hash
 from dspy_operator.reconcile.core import Result, Served, reconcile
 from dspy_operator.reconcile.inputs import Inputs, resolve
 from dspy_operator.reconcile.revisions import Revision, known_revisions, revision_of
-from dspy_operator.reconcile.routing import next_serial, routing_table, table_hash, table_text
-from dspy_operator.rollout.canary import EVAL_PASSED, EVAL_FAILED, Observations, analysis_due, decide
+from dspy_operator.reconcile.routing import next_serial, table_hash, table_text
+from dspy_operator.reconcile.desired import runtime_pod as desired_pod
+from dspy_operator.reconcile.layout import color_reports, layout, tables_of
+from dspy_operator.rollout.canary import EVAL_PASSED, EVAL_FAILED, Observations, analysis_due
+from dspy_operator.rollout.machine import decide
 from dspy_operator.rollout.evaluation import evaluation_request
 from dspy_operator.rollout.state import Event, Plan, RolloutState
 from dspy_operator.runtimebus import BusUnavailable, RuntimeBus
@@ -90,9 +94,10 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
         _report(body, context, status, result, None, now, ())
         return result
 
-    desired = revision_of(owner.spec, inputs)
-    known = {**known_revisions(owner, observed), desired.name: desired}
     plan = Plan.from_spec(owner.spec)
+    pod = desired_pod(owner, context.settings) if plan.strategy == "BlueGreen" else None
+    desired = revision_of(owner.spec, inputs, pod)
+    known = {**known_revisions(owner, observed), desired.name: desired}
     state = RolloutState.from_status(status)
     url = context.redis.url(owner, observed)
     bus = context.buses.for_url(url) if url else None
@@ -100,7 +105,8 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
     request = _evaluation_request(plan, state.stable, desired.name, inputs)
     observations = Observations(
         desired=desired.name, now=now, request=pending_request(body, state), kept=frozenset(known),
-        evaluation_id=request["id"] if request else None,
+        evaluation_id=request["id"] if request else None, colors=color_reports(owner.name, observed),
+        equivalent=_equivalent(state.stable, desired, known),
     )
     if bus is not None:
         try:
@@ -110,34 +116,39 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
     if problem is not None:
         observations = replace(observations, reports_unavailable=True)
     decision = decide(plan, state, observations)
-    new_state, events = _servable(decision.state, decision.events, known, desired.name, now)
+    new_state, events = _servable(plan, decision.state, decision.events, known, desired.name, now)
 
-    served = [(known[name], weight) for name, weight in new_state.served()]
-    table = routing_table(owner.spec, served)
-    digest = table_hash(table)
+    placed = layout(plan, new_state, observations)
+    shadowed = frozenset({new_state.canary}) if plan.shadow and plan.strategy == "Canary" and new_state.canary else frozenset()
+    tables = tables_of(owner.spec, placed, known, shadowed)
+    digest = table_hash(tables[api.SINGLE]) if list(tables) == [api.SINGLE] else table_hash(tables)
     routing = status.get("routing") or {}
     serial = int(routing.get("serial") or 0)
     if routing.get("hash") != digest:
         serial = next_serial(serial, int(now.timestamp() * 1000))
-    committed = {**new_state.to_status(),
-                 "routing": {**routing, "serial": serial, "hash": digest, "weights": dict(new_state.served())}}
+    active = placed.slot(placed.active)
+    weights = dict(active.table) if active is not None and active.table is not None else dict(new_state.served())
+    committed = {**new_state.to_status(), "routing": {**routing, "serial": serial, "hash": digest, "weights": weights}}
     changes = status_changes(status, committed)
     if changes:
         status = _commit(body, context, changes)
 
-    kept = [known[name] for name in sorted(new_state.referenced() | {desired.name}) if name in known]
-    text = table_text(table, serial)
-    result = reconcile(body, inputs, observed, context.kube, context.settings, logger, Served(kept, text))
-    served_by = experiment = None
+    names = new_state.referenced() | {desired.name} | {name for slot in placed.slots for name, _ in slot.table or ()}
+    kept = [known[name] for name in sorted(names) if name in known]
+    texts = {color: table_text(table, serial) for color, table in tables.items()}
+    result = reconcile(body, inputs, observed, context.kube, context.settings, logger, Served(kept, placed, texts))
+    served_by = experiment = shadow = None
     if bus is not None and problem is None:
         try:
-            served_by = _publish(bus, owner, new_state, text, serial, request)
+            served_by = _publish(bus, owner, new_state, texts, serial, request)
             if observe.experiment_due(owner, new_state, context.experiments):
                 experiment = observe.experiment(bus, owner, new_state, status.get("experiment"), now)
+            shadow = observe.shadow(bus, owner, new_state, status.get("shadow"), now, context.shadows)
         except BusUnavailable as error:
             problem = str(error)
     report = RolloutReport(plan=plan, state=new_state, desired=desired.name, redis_problem=problem,
-                           served_by=served_by, experiment=experiment)
+                           served_by=served_by, experiment=experiment, shadow=shadow,
+                           shadow_gone=not observe.has_shadow(owner, new_state), now=now)
     _report(body, context, status, result, report, now, events)
     return result
 
@@ -176,15 +187,24 @@ def _with_runtime_reports(observations: Observations, bus: RuntimeBus, owner: Ow
     return replace(observations, judgement=judgement, evaluation=evaluation)
 
 
-def _servable(state: RolloutState, events: tuple[Event, ...], known: Mapping[str, Revision], desired: str,
-              now: datetime) -> tuple[RolloutState, tuple[Event, ...]]:
+def _equivalent(stable: str, desired: Revision, known: Mapping[str, Revision]) -> str:
+    """The stable revision when it serves the spec's program under the other strategy family's
+    naming (BlueGreen revisions hold the pod template, the others do not); empty otherwise."""
+    current = known.get(stable)
+    if current is None or stable == desired.name or (current.pod is None) == (desired.pod is None):
+        return ""
+    return stable if current.variants == desired.variants else ""
+
+
+def _servable(plan: Plan, state: RolloutState, events: tuple[Event, ...], known: Mapping[str, Revision],
+              desired: str, now: datetime) -> tuple[RolloutState, tuple[Event, ...]]:
     """A stable revision whose ConfigMap was deleted by hand cannot be routed to: the spec's
     revision takes over at once, said loudly."""
     if not state.stable or state.stable in known:
         return state, events
     lost = Event("RevisionLost", f"the ConfigMap of stable revision {state.stable} is gone: revision {desired} "
                  "now serves all traffic", warning=True)
-    return state.with_promotion(desired, now), (*events, lost)
+    return state.with_promotion(desired, now, plan.history_limit), (*events, lost)
 
 
 def _commit(body: dict[str, Any], context: Context, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,14 +222,16 @@ def _commit(body: dict[str, Any], context: Context, changes: Mapping[str, Any]) 
     return dict(body["status"])
 
 
-def _publish(bus: RuntimeBus, owner: Owner, state: RolloutState, text: str, serial: int,
+def _publish(bus: RuntimeBus, owner: Owner, state: RolloutState, texts: Mapping[str, str], serial: int,
              request: Mapping[str, Any] | None) -> str:
-    """Push the table when Redis does not hold this serial, ask again for the evaluation the
-    gate still waits for (`request`: the one this pass built for the spec's revision), and
-    say how many pods serve the table."""
+    """Push each color's table when Redis does not hold this serial, ask again for the evaluation
+    the gate still waits for (`request`: the one this pass built for the spec's revision), and
+    say how many pods serve the tables."""
     prefix = api.redis_prefix(owner.namespace, owner.name)
-    if bus.table_serial(prefix) != serial:
-        bus.publish_table(prefix, text, serial)
+    for color, text in texts.items():
+        key = api.routing_redis_key(owner.namespace, owner.name, color)
+        if bus.table_serial(key) != serial:
+            bus.publish_table(key, text, serial)
     gate = state.evaluation or {}
     if (request is not None and state.canary and gate.get("id") == request["id"]
             and gate.get("state") not in (EVAL_PASSED, EVAL_FAILED)):

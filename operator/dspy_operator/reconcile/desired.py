@@ -1,5 +1,6 @@
-"""Pure builders of the pod-level children: the runtime Deployment, Service, HPA, PDB and
-the managed Redis (the routing table and revisions are `routing` and `revisions`).
+"""Pure builders of the pod-level children: the runtime pod template and Deployments,
+Services, HPA, PDB and the managed Redis (the routing tables and revisions are `routing`
+and `revisions`; which Deployments exist is `layout`; `core.children` puts them together).
 
 No I/O and no clock here, so every child is unit-tested as a plain dict. The runtime's
 environment contract (DESIGN.md, "The runtime") is spelled out in `runtime_env`.
@@ -173,7 +174,9 @@ def _pod_security(uid: int) -> Obj:
 
 
 def runtime_volumes(owner: Owner) -> tuple[list[Obj], list[Obj]]:
-    """(volumes, mounts): writable /tmp and the routing table (programs travel inside it)."""
+    """(volumes, mounts): writable /tmp and the routing table (programs travel inside it).
+    The routing ConfigMap named here is the SINGLE Deployment's; `runtime_deployment` points a
+    color's pods at that color's."""
     volumes: list[Obj] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "routing", "configMap": {"name": api.routing_name(owner.name)}},
@@ -193,9 +196,15 @@ def pod_template_hash(owner: Owner, redis_secret_uid: str | None) -> str:
     return canonical_hash({"env": runtime_env(owner), "redisSecret": redis_secret_uid})
 
 
-def runtime_deployment(owner: Owner, settings: OperatorSettings, config_digest: str) -> Obj:
+def color_pod_hash(pod: Mapping[str, Any], redis_secret_uid: str | None) -> str:
+    """`pod_template_hash` of a color running a stored (BlueGreen) pod template."""
+    return canonical_hash({"pod": pod, "redisSecret": redis_secret_uid})
+
+
+def runtime_pod(owner: Owner, settings: OperatorSettings) -> Obj:
+    """The runtime pod template the spec asks for, without labels and without what belongs to
+    one color (its routing ConfigMap and Redis key): what a BlueGreen revision stores."""
     runtime = section(owner.spec, "runtime")
-    selector = api.pod_selector(owner.name, api.COMPONENT_RUNTIME)
     port = runtime_port(owner)
     volumes, mounts = runtime_volumes(owner)
     container: Obj = {
@@ -216,34 +225,56 @@ def runtime_deployment(owner: Owner, settings: OperatorSettings, config_digest: 
         "securityContext": _restricted_container_security(),
         "volumeMounts": mounts,
     }
+    return {
+        "metadata": {"annotations": {
+            **(runtime.get("podAnnotations") or {}),
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }},
+        "spec": _runtime_pod_spec(runtime, container, volumes),
+    }
+
+
+def runtime_deployment(owner: Owner, color: str, pod: Mapping[str, Any], replicas: int | None,
+                       config_digest: str, revision: str | None = None) -> Obj:
+    """One color's runtime Deployment running `pod` (SINGLE: the Deployment named after the
+    resource). `replicas` None leaves the count to the HPA; `revision` (BlueGreen) is written on
+    the pod template, which is how the rollout sees which revision a color's pods run."""
+    selector = api.color_selector(owner.name, color)
+    template = json.loads(json.dumps(pod))  # a deep copy: the stored template is shared
+    if color:
+        _point_at_color(owner, template["spec"], color)
+    annotations = {**template["metadata"].get("annotations", {}), api.ANNOTATION_CONFIG_HASH: config_digest}
+    if revision:
+        annotations[api.ANNOTATION_REVISION] = revision
     spec: Obj = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 5,
         # Serving capacity never drops during a rollout: surge first, then retire.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
         "template": {
-            "metadata": {
-                "labels": {**api.common_labels(owner.name), **selector},
-                "annotations": {
-                    **(runtime.get("podAnnotations") or {}),
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(port),
-                    "prometheus.io/path": "/metrics",
-                    api.ANNOTATION_CONFIG_HASH: config_digest,
-                },
-            },
-            "spec": _runtime_pod_spec(runtime, container, volumes),
+            "metadata": {"labels": {**api.common_labels(owner.name), **selector}, "annotations": annotations},
+            "spec": template["spec"],
         },
     }
-    if not owner.spec.get("autoscaling"):
-        # With autoscaling the HPA owns the replica count; setting it here would fight it.
-        spec["replicas"] = int(owner.spec.get("replicas", 1))
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(owner, api.runtime_name(owner.name), api.COMPONENT_RUNTIME),
-        "spec": spec,
-    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    meta = metadata(owner, api.deployment_name(owner.name, color), api.COMPONENT_RUNTIME)
+    if color:
+        meta["labels"][api.LABEL_COLOR] = color
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def _point_at_color(owner: Owner, pod_spec: Obj, color: str) -> None:
+    """A color's pods read that color's routing table: its ConfigMap and its Redis key."""
+    for volume in pod_spec.get("volumes", []):
+        if volume.get("name") == "routing":
+            volume["configMap"] = {"name": api.routing_name(owner.name, color)}
+    for container in pod_spec.get("containers", []):
+        for entry in container.get("env", []):
+            if entry.get("name") == "ROUTING_REDIS_KEY" and "value" in entry:
+                entry["value"] = api.routing_redis_key(owner.namespace, owner.name, color)
 
 
 def _runtime_pod_spec(runtime: Mapping[str, Any], container: Obj, volumes: list[Obj]) -> Obj:
@@ -260,20 +291,24 @@ def _runtime_pod_spec(runtime: Mapping[str, Any], container: Obj, volumes: list[
     return pod
 
 
-def runtime_service(owner: Owner) -> Obj:
+def runtime_service(owner: Owner, color: str = api.SINGLE, preview: bool = False) -> Obj:
+    """The active Service `<name>` (or the preview Service `<name>-preview`) selecting one
+    color's pods; SINGLE selects every runtime pod of the resource."""
+    name = api.preview_name(owner.name) if preview else api.runtime_name(owner.name)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(owner, api.runtime_name(owner.name), api.COMPONENT_RUNTIME),
+        "metadata": metadata(owner, name, api.COMPONENT_RUNTIME),
         "spec": {
             "type": "ClusterIP",
-            "selector": api.pod_selector(owner.name, api.COMPONENT_RUNTIME),
+            "selector": api.color_selector(owner.name, color),
             "ports": [{"name": "http", "port": api.SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
 
-def autoscaler(owner: Owner) -> Obj | None:
+def autoscaler(owner: Owner, color: str = api.SINGLE) -> Obj | None:
+    """The HPA of the Deployment that takes the live traffic (the active color's)."""
     scaling = owner.spec.get("autoscaling")
     if not scaling:
         return None
@@ -282,7 +317,8 @@ def autoscaler(owner: Owner) -> Obj | None:
         "kind": "HorizontalPodAutoscaler",
         "metadata": metadata(owner, api.runtime_name(owner.name), api.COMPONENT_RUNTIME),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": api.runtime_name(owner.name)},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                               "name": api.deployment_name(owner.name, color)},
             "minReplicas": int(scaling.get("minReplicas", 1)),
             "maxReplicas": int(scaling.get("maxReplicas", max(int(scaling.get("minReplicas", 1)), 1))),
             "metrics": [{
@@ -413,17 +449,18 @@ def _redis_resources(max_memory_mb: int) -> Obj:
 # --- everything -------------------------------------------------------------------------
 
 
-def runtime_children(owner: Owner, settings: OperatorSettings, redis_secret_uid: str | None) -> list[Obj]:
-    """The pod-level children, in dependency order (Redis before the pods that use it);
-    the routing table and the revisions are built by `routing` and `revisions`.
+def redis_children_of(owner: Owner, settings: OperatorSettings, redis_secret_uid: str | None) -> list[Obj]:
+    """The managed Redis' children when the spec asks for one."""
+    return redis_children(owner, settings, redis_secret_uid) if owner.redis_mode == "Managed" else []
 
-    `redis_secret_uid` is the uid of the managed Redis password Secret (None otherwise)."""
-    built: list[Obj] = []
-    if owner.redis_mode == "Managed":
-        built.extend(redis_children(owner, settings, redis_secret_uid))
-    built.append(runtime_deployment(owner, settings, pod_template_hash(owner, redis_secret_uid)))
-    built.append(runtime_service(owner))
-    hpa = autoscaler(owner)
+
+def serving_children(owner: Owner, active: str, preview: str | None, scaled: str) -> list[Obj]:
+    """What routes to and guards the runtime pods: the active Service on the `active` color,
+    the preview Service on `preview` (None: none), the HPA on `scaled`, the PDB over all."""
+    built = [runtime_service(owner, active)]
+    if preview is not None:
+        built.append(runtime_service(owner, preview, preview=True))
+    hpa = autoscaler(owner, scaled)
     if hpa is not None:
         built.append(hpa)
     built.append(disruption_budget(owner))

@@ -2,11 +2,16 @@
 
 A revision is what a canary rolls out: the program (signature, module, saved program),
 the LM settings (model, apiBase, temperature, maxTokens, timeoutSeconds, pricing) and the
-variants. It is written down as the routing-table entries the runtime serves, saved
-programs inline, and named by the hash of that text, so equal content is one revision
-however the spec was spelled. Everything else in the spec (image, resources, env, Secrets,
+variants (a shadow variant's entry carries `shadow: true`). It is written down as the
+routing-table entries the runtime serves, saved programs inline, and named by the hash of
+that text, so equal content is one revision however the spec was spelled. Everything else in the spec (image, resources, env, Secrets,
 fallbacks, cache, breaker, limits, budget, scheduling) is pod-level: the runtime reads it
 from its environment, and a change of it replaces pods (see `desired.pod_template_hash`).
+
+Under BlueGreen a revision is deployment-level: it also holds the rendered runtime pod
+template (`pod`, without what belongs to a color), so each color's Deployment runs the
+template of its own revision, however the spec has moved on, and every change of the spec
+(program or pods) is a new revision that goes through the preview color.
 
 Each live revision is kept as an immutable, content-named ConfigMap
 `<name>-rev-<revision>` (the role a ControllerRevision plays for a StatefulSet), so the
@@ -26,6 +31,7 @@ from dspy_operator.reconcile.common import Obj, Owner, canonical_hash, metadata,
 from dspy_operator.reconcile.inputs import Inputs
 
 REVISION_KEY = "revision.json"
+POD_KEY = "pod.json"
 # lm fields a variant entry carries (the runtime's routing-table names); the key is by env name.
 _LM_FIELDS = ("model", "apiBase", "temperature", "maxTokens", "timeoutSeconds", "pricing")
 
@@ -36,17 +42,25 @@ class Revision:
 
     name: str
     variants: tuple[Obj, ...]
+    pod: Obj | None = None
+    """The runtime pod template of a BlueGreen revision (None: the pods are the spec's)."""
 
     def definition(self) -> Obj:
         return {"variants": list(self.variants)}
 
 
-def revision_of(spec: Mapping[str, Any], inputs: Inputs) -> Revision:
-    """The revision the spec asks for. Defaults come from the CRD schema; a field the spec
-    leaves unset stays unset, and the runtime's own default applies."""
+def _name(variants: tuple[Obj, ...], pod: Obj | None) -> str:
+    content: Obj = {"variants": variants} if pod is None else {"variants": variants, "pod": pod}
+    return canonical_hash(content)[: api.REVISION_LENGTH]
+
+
+def revision_of(spec: Mapping[str, Any], inputs: Inputs, pod: Obj | None = None) -> Revision:
+    """The revision the spec asks for (with `pod`: the BlueGreen revision running that pod
+    template). Defaults come from the CRD schema; a field the spec leaves unset stays unset,
+    and the runtime's own default applies."""
     variants = spec.get("variants") or [{"name": "default", "weight": 100}]
     entries = tuple(_variant_entry(spec, inputs, index, variant) for index, variant in enumerate(variants))
-    return Revision(name=canonical_hash({"variants": entries})[: api.REVISION_LENGTH], variants=entries)
+    return Revision(name=_name(entries, pod), variants=entries, pod=pod)
 
 
 def _variant_entry(spec: Mapping[str, Any], inputs: Inputs, index: int, variant: Mapping[str, Any]) -> Obj:
@@ -69,12 +83,15 @@ def _variant_entry(spec: Mapping[str, Any], inputs: Inputs, index: int, variant:
         lm["apiKeyEnv"] = api.variant_key_env(variant["name"])
     elif base_lm.get("apiKeySecretRef"):
         lm["apiKeyEnv"] = api.LM_API_KEY_ENV
-    return {
+    entry: Obj = {
         "name": variant["name"],
         "weight": variant.get("weight", 0),
         "program": {key: value for key, value in program.items() if value is not None},
         "lm": lm,
     }
+    if variant.get("shadow"):  # only when true: the entries (and names) of other revisions stay as they were
+        entry["shadow"] = True
+    return entry
 
 
 def _pricing(base_lm: Mapping[str, Any], override: Mapping[str, Any]) -> Any:
@@ -85,30 +102,38 @@ def _pricing(base_lm: Mapping[str, Any], override: Mapping[str, Any]) -> Any:
     return base_lm.get("pricing") if same_model else None
 
 
+def _text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def revision_configmap(owner: Owner, revision: Revision) -> Obj:
+    data = {REVISION_KEY: _text(revision.definition())}
+    if revision.pod is not None:
+        data[POD_KEY] = _text(revision.pod)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(owner, api.revision_name(owner.name, revision.name), api.COMPONENT_REVISION,
                              annotations={api.ANNOTATION_REVISION: revision.name}),
         "immutable": True,
-        "data": {REVISION_KEY: json.dumps(revision.definition(), sort_keys=True, separators=(",", ":"))},
+        "data": data,
     }
 
 
 def revision_from_configmap(configmap: Mapping[str, Any]) -> Revision | None:
     """The revision a live revision ConfigMap holds; None when it is not one (or was edited)."""
     name = ((configmap.get("metadata") or {}).get("annotations") or {}).get(api.ANNOTATION_REVISION)
-    text = (configmap.get("data") or {}).get(REVISION_KEY)
+    data = configmap.get("data") or {}
+    text = data.get(REVISION_KEY)
     if not name or not text:
         return None
     try:
         variants = tuple(json.loads(text)["variants"])
+        pod = json.loads(data[POD_KEY]) if POD_KEY in data else None
     except (ValueError, KeyError, TypeError):
         return None
-    revision = Revision(name=name, variants=variants)
     # Immutable, but a copy recreated by hand with other content must not be served under this name.
-    return revision if canonical_hash({"variants": variants})[: api.REVISION_LENGTH] == name else None
+    return Revision(name=name, variants=variants, pod=pod) if _name(variants, pod) == name else None
 
 
 def known_revisions(owner: Owner, observed: Mapping[str, Mapping[str, Any]]) -> dict[str, Revision]:

@@ -44,7 +44,10 @@ REASON_POD_LEVEL_ROLLOUT: Final = "PodLevelRollout"
 REASON_ROLLOUT_ABORTED: Final = "RolloutAborted"
 REASON_ROLLED_BACK: Final = "RolledBack"
 REASON_ANALYSIS_UNAVAILABLE: Final = "AnalysisUnavailable"
-REASON_STRATEGY_NOT_IMPLEMENTED: Final = "StrategyNotImplemented"
+REASON_PREVIEW_STARTING: Final = "PreviewStarting"
+REASON_PREVIEW_READY: Final = "PreviewReady"
+REASON_SWITCHING: Final = "Switching"
+REASON_MIGRATING: Final = "Migrating"
 
 # Phases.
 PHASE_PENDING: Final = "Pending"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from dspy_operator import api
 from dspy_operator.errors import SpecProblem
-from dspy_operator.rollout.state import Plan, RolloutState
+from dspy_operator.rollout.state import Plan, RolloutState, parse_time
 from dspy_operator.status import conditions as c
 
 
@@ -86,6 +88,11 @@ class RolloutReport:
     served_by: str | None = None
     """`3/3`: pods serving the current table over pods reporting (None: not known)."""
     experiment: Mapping[str, Any] | None = None
+    shadow: Mapping[str, Any] | None = None
+    """status.shadow when recomputed this pass (None: leave it as it is)."""
+    shadow_gone: bool = False
+    """The spec has no shadow target any more: status.shadow is dropped."""
+    now: datetime | None = None
 
 
 def desired_status(current: Mapping[str, Any], observation: Observation, now: str,
@@ -142,6 +149,10 @@ def desired_status(current: Mapping[str, Any], observation: Observation, now: st
         status["routing"] = routing
         if rollout.experiment is not None:
             status["experiment"] = dict(rollout.experiment)
+        if rollout.shadow is not None:
+            status["shadow"] = dict(rollout.shadow)
+        elif rollout.shadow_gone and current.get("shadow") is not None:
+            status["shadow"] = None
     return status
 
 
@@ -154,6 +165,9 @@ def _progressing(observation: Observation, deployment: Rollout | None,
     if deployment is not None and deployment.deadline_exceeded:
         return c.FALSE, c.REASON_PROGRESS_DEADLINE_EXCEEDED, "the runtime Deployment stopped making progress"
     state = rollout.state if rollout is not None else None
+    if state is not None and state.canary and state.preview_color:
+        assert rollout is not None
+        return (c.TRUE, *preview_message(rollout.plan, state, rollout.now))
     if state is not None and state.canary:
         assert rollout is not None
         if state.paused:
@@ -171,7 +185,12 @@ def _progressing(observation: Observation, deployment: Rollout | None,
             reason = c.REASON_POD_LEVEL_ROLLOUT
             message = f"pod-level fields changed, so pods are replaced by a rolling update (not a canary): {message}"
         return c.TRUE, reason, message
-    return c.FALSE, c.REASON_ROLLOUT_COMPLETE, "all replicas run the current revision"
+    message = "all replicas run the current revision"
+    if state is not None and state.scale_down:
+        going = ", ".join(color or "the single Deployment" for color in sorted(state.colors)
+                          if color != state.active_color)
+        message += f"; {going} goes at {state.scale_down} (`kubectl dspy undo` switches back until then)"
+    return c.FALSE, c.REASON_ROLLOUT_COMPLETE, message
 
 
 def _replacing_pods(observation: Observation, deployment: Rollout | None) -> bool:
@@ -180,6 +199,41 @@ def _replacing_pods(observation: Observation, deployment: Rollout | None) -> boo
     generation = int(((observation.runtime or {}).get("metadata") or {}).get("generation") or 0)
     return deployment is not None and generation > 1 and (
         deployment.updated < deployment.desired or deployment.current > deployment.desired)
+
+
+def preview_message(plan: Plan, state: RolloutState, now: datetime | None) -> tuple[str, str]:
+    """(reason, message) of the Progressing condition while a blue/green preview runs."""
+    where = f"preview {state.canary} in the {state.preview_color} color"
+    if api.SINGLE in state.colors and state.switching:
+        return c.REASON_MIGRATING, (f"moving to BlueGreen: {where} is brought to the current count; the active "
+                                    "Service moves to it once those pods are available")
+    if state.paused:
+        return c.REASON_ROLLOUT_PAUSED, f"{where} held: {state.pause_reason}"
+    if state.switching:
+        return c.REASON_SWITCHING, (f"{where} is scaled to the active count; the active Service switches once "
+                                    "those pods are available")
+    if state.preview_ready is None:
+        return c.REASON_PREVIEW_STARTING, f"{where} is starting ({plan.switch.preview_replicas} pod(s))"
+    evaluation = state.evaluation or {}
+    if plan.gate is not None and evaluation.get("state") != "Passed":
+        return c.REASON_EVALUATING, f"{where} is scored on the dev set ({evaluation.get('state') or 'Pending'})"
+    if not plan.switch.auto_promotion:
+        waiting = "waiting for `kubectl dspy promote`"
+    elif plan.analysis is not None and not _passed_since_ready(state):
+        waiting = "auto-promotion after a passing analysis of the preview's traffic"
+    else:
+        ready = parse_time(state.preview_ready)
+        due = ready + timedelta(seconds=plan.switch.auto_promotion_seconds) if ready else None
+        left = max(0, int((due - now).total_seconds())) if due is not None and now is not None else None
+        waiting = f"auto-promotion in {left}s" if left is not None else "auto-promotion"
+    return c.REASON_PREVIEW_READY, f"{where} is ready behind the preview Service; {waiting}"
+
+
+def _passed_since_ready(state: RolloutState) -> bool:
+    passed = parse_time((state.last_analysis or {}).get("passedAt"))
+    ready = parse_time(state.preview_ready)
+    return (state.last_analysis or {}).get("revision") == state.canary and passed is not None and (
+        ready is None or passed > ready)
 
 
 def canary_message(plan: Plan, state: RolloutState) -> str:
@@ -211,11 +265,9 @@ def _degraded(observation: Observation, deployment: Rollout | None,
             return c.REASON_ROLLED_BACK, (f"rolled back to revision {state.stable}; the spec's revision {state.aborted} "
                                           "is held until the spec changes or `kubectl dspy retry`")
         why = (state.last_analysis or {}).get("message") or (state.evaluation or {}).get("message") or "aborted"
-        return c.REASON_ROLLOUT_ABORTED, (f"canary {state.aborted} aborted, traffic is back on {state.stable}: {why}; "
+        role = "preview" if rollout.plan.strategy == "BlueGreen" else "canary"
+        return c.REASON_ROLLOUT_ABORTED, (f"{role} {state.aborted} aborted, traffic is back on {state.stable}: {why}; "
                                           "change the spec or `kubectl dspy retry`")
-    if rollout.plan.strategy == "BlueGreen":
-        return c.REASON_STRATEGY_NOT_IMPLEMENTED, ("rollout.strategy BlueGreen is not implemented yet: changes are "
-                                                   "applied as with RollingUpdate (no preview, no switch)")
     judged = rollout.plan.analysis is not None or rollout.plan.gate is not None
     if rollout.redis_problem and state.canary and judged:
         return c.REASON_ANALYSIS_UNAVAILABLE, (f"the canary cannot be judged, so it is held where it is: "

@@ -14,15 +14,21 @@ import base64
 import copy
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import kopf
 import pytest
 
-from dspy_operator import api
+# Test modules import `served.py` by name; importlib mode does not put this directory on sys.path.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dspy_operator import api  # noqa: E402
 from dspy_operator.errors import KubeApiError
 from dspy_operator.handlers import sync as sync_module
 from dspy_operator.handlers.context import Context
@@ -179,14 +185,14 @@ class FakeBus:
         if self.down:
             raise BusUnavailable(f"cannot {action}: Error 111 connecting to redis.example:6379. Connection refused.")
 
-    def publish_table(self, prefix: str, table_json: str, serial: int) -> None:
+    def publish_table(self, key: str, table_json: str, serial: int) -> None:
         self._reach("publish the routing table")
-        self.published.append((prefix, json.loads(table_json), serial))
-        self.serials[prefix] = serial
+        self.published.append((key, json.loads(table_json), serial))
+        self.serials[key] = serial
 
-    def table_serial(self, prefix: str) -> int | None:
+    def table_serial(self, key: str) -> int | None:
         self._reach("read the routing serial")
-        return self.serials.get(prefix)
+        return self.serials.get(key)
 
     def read_buckets(self, prefix: str, start: float, end: float) -> dict[int, dict[str, str]]:
         self._reach("read the window buckets")
@@ -241,6 +247,7 @@ class World:
             settings=OperatorSettings(), kube=self.kube, references=RecentReads(self.kube.get),  # type: ignore[arg-type]
             redis=RedisAddresses(self.kube.get), buses=self.buses, serializer=Serializer(),  # type: ignore[arg-type]
             experiments=Throttle(EXPERIMENT_REFRESH_SECONDS, clock=lambda: self.now.timestamp()),
+            shadows=Throttle(EXPERIMENT_REFRESH_SECONDS, clock=lambda: self.now.timestamp()),
         )
         self.kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai", "namespace": "demo"},
                        "data": {"api-key": base64.b64encode(b"sk-test").decode()}})
@@ -312,3 +319,4 @@ class World:
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> World:
     return World(monkeypatch)
+

@@ -41,7 +41,7 @@ def obs(seconds: float = 0, desired: str = CANARY, **kwargs: Any) -> Observation
     return Observations(desired=desired, now=at(seconds), kept=frozenset({STABLE, CANARY, NEWER}), **kwargs)
 
 
-STEADY = RolloutState(stable=STABLE, history=({"revision": STABLE, "promotedAt": "2026-12-01T11:00:00Z"},))
+STEADY = RolloutState(stable=STABLE, history=({"revision": STABLE, "outcome": "Promoted", "time": "2026-12-01T11:00:00Z"},))
 
 
 # --- worked examples ---------------------------------------------------------------------------
@@ -186,8 +186,8 @@ def test_the_evaluation_gate_holds_weight_zero_then_passes_or_aborts() -> None:
 
 def test_undo_returns_to_the_previous_stable_and_holds_the_spec() -> None:
     p = plan([{"setWeight": 10}])
-    history = ({"revision": CANARY, "promotedAt": "2026-12-01T11:30:00Z"},
-               {"revision": STABLE, "promotedAt": "2026-12-01T11:00:00Z"})
+    history = ({"revision": CANARY, "outcome": "Promoted", "time": "2026-12-01T11:30:00Z"},
+               {"revision": STABLE, "outcome": "Promoted", "time": "2026-12-01T11:00:00Z"})
     s = RolloutState(stable=CANARY, history=history)
     undone = decide(p, s, obs(0, desired=CANARY, request={"id": "u", "action": "undo"})).state
     assert (undone.stable, undone.aborted, undone.canary) == (STABLE, CANARY, "")
@@ -303,3 +303,22 @@ def test_an_abort_lands_on_the_failure_past_the_limit(verdicts: list[str]) -> No
     trace = run(p, [(1, None, None)] + [(10, verdict, None) for verdict in verdicts])  # the canary starts first
     aborted_at = next(index for index, (_, after, _) in enumerate(trace) if after.aborted)
     assert aborted_at == len(verdicts)
+
+
+def test_history_keeps_revision_history_limit_entries_and_every_revision_in_it() -> None:
+    limited = Plan.from_spec({"revisionHistoryLimit": 3, "rollout": {"strategy": "RollingUpdate"}})
+    state = RolloutState()
+    for index, revision in enumerate(["r0" * 6, "r1" * 6, "r2" * 6, "r3" * 6, "r4" * 6]):
+        state = decide(limited, state, obs(index, desired=revision)).state
+    assert [entry["revision"] for entry in state.history] == ["r4" * 6, "r3" * 6, "r2" * 6]
+    assert state.referenced() == {"r4" * 6, "r3" * 6, "r2" * 6}, "the programs undo may return to are kept"
+    assert state.undo_target() == "r3" * 6
+
+
+def test_an_abort_is_recorded_in_the_history_with_its_reason() -> None:
+    p = plan([{"setWeight": 10}, {"pause": {}}], {"intervalSeconds": 10, "failureLimit": 0})
+    s = decide(p, STEADY, obs(0)).state
+    s = decide(p, s, obs(10, judgement=FAIL)).state
+    assert s.history[0]["revision"] == CANARY and s.history[0]["outcome"] == "Aborted"
+    assert "errorRate 0.5 > 0.05" in s.history[0]["message"]
+    assert s.undo_target() is None, "nothing was promoted before the stable one"

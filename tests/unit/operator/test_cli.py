@@ -20,8 +20,8 @@ STEPS = [{"setWeight": 10}, {"pause": {"seconds": 300}}, {"setWeight": 50}, {"pa
 ANALYSIS = {"intervalSeconds": 60, "minRequests": 50, "maxErrorRate": 0.05, "maxP95LatencySeconds": 2.0,
             "failureLimit": 2, "inconclusiveLimit": 3, "relative": {"maxP95LatencyRatio": 1.5}}
 STABLE, CANARY, OLD = "3f9a0c1d2e4b", "77aa01bc9e0f", "1111aaaa2222"
-HISTORY = [{"revision": STABLE, "promotedAt": "2026-11-21T12:00:00Z"},
-           {"revision": OLD, "promotedAt": "2026-11-19T09:30:00Z"}]
+HISTORY = [{"revision": STABLE, "outcome": "Promoted", "time": "2026-11-21T12:00:00Z"},
+           {"revision": OLD, "outcome": "Promoted", "time": "2026-11-19T09:30:00Z"}]
 
 
 def deployment(strategy: str = "Canary", status: Mapping[str, Any] | None = None, analysis: Mapping[str, Any] | None = None,
@@ -234,13 +234,26 @@ def test_color_only_when_asked_and_never_shifts_columns():
 def test_history_marks_stable_canary_and_the_undo_target():
     text = render.render_history(deployment(status=at_timed_pause()), NOW)
     assert text.splitlines() == [
-        "REVISION      PROMOTED               AGE",
-        f"{CANARY}  -                        -  canary (10%)",
-        f"{STABLE}  2026-11-21T12:00:00Z  2d0h  stable",
-        f"{OLD}  2026-11-19T09:30:00Z  4d2h  undo returns here",
+        "REVISION      OUTCOME     WHEN                   AGE",
+        f"{CANARY}  InProgress  -                        -  canary (10%)",
+        f"{STABLE}  Promoted    2026-11-21T12:00:00Z  2d0h  stable",
+        f"{OLD}  Promoted    2026-11-19T09:30:00Z  4d2h  undo returns here",
     ]
-    assert "aborted (held)" in render.render_history(deployment(status=aborted()), NOW)
-    assert render.render_history(deployment(status={}), NOW) == "no revision has been promoted yet\n"
+    assert "retry or a new spec rolls it out" in render.render_history(deployment(status=aborted()), NOW)
+    assert render.render_history(deployment(status={}), NOW) == "no revision has been rolled out yet\n"
+
+
+def test_history_shows_how_each_rollout_ended_and_undo_skips_what_was_rolled_back():
+    history = [{"revision": CANARY, "outcome": "RolledBack", "time": "2026-11-23T11:00:00Z", "message": "rolled back"},
+               {"revision": CANARY, "outcome": "Promoted", "time": "2026-11-23T10:00:00Z"},
+               {"revision": STABLE, "outcome": "Promoted", "time": "2026-11-21T12:00:00Z"},
+               {"revision": "0ddba11c0ffe", "outcome": "Aborted", "time": "2026-11-20T12:00:00Z"},
+               {"revision": OLD, "outcome": "Promoted", "time": "2026-11-19T09:30:00Z"}]
+    lines = render.render_history(deployment(status={"stableRevision": STABLE, "history": history}), NOW).splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [
+        [CANARY, "RolledBack"], [CANARY, "Promoted"], [STABLE, "Promoted"], ["0ddba11c0ffe", "Aborted"], [OLD, "Promoted"]]
+    assert lines[3].endswith("stable") and lines[5].endswith("undo returns here")
+    assert not lines[2].endswith("undo returns here")  # rolled back since it was promoted
 
 
 @pytest.mark.parametrize(("name", "value", "text"), [
@@ -257,7 +270,7 @@ def test_figures_are_shown_in_their_unit(name: str, value: float | None, text: s
 
 @pytest.mark.parametrize(("action", "strategy", "status", "expected"), [
     ("promote", "RollingUpdate", steady(), "qa uses strategy RollingUpdate: nothing to promote"),
-    ("promote-full", "BlueGreen", steady(), "qa uses strategy BlueGreen: nothing to promote"),
+    ("promote-full", "BlueGreen", steady(), "qa has no blue/green preview in progress: nothing to promote"),
     ("abort", "RollingUpdate", steady(), "qa uses strategy RollingUpdate: nothing to abort"),
     ("pause", "RollingUpdate", steady(), "qa uses strategy RollingUpdate: nothing to pause"),
     ("resume", "RollingUpdate", steady(rolloutPaused=True), "qa uses strategy RollingUpdate: nothing to resume"),
@@ -546,7 +559,7 @@ def test_a_verb_that_does_not_fit_writes_nothing(capsys: pytest.CaptureFixture[s
 def test_history_end_to_end(capsys: pytest.CaptureFixture[str]):
     fake = FakeApi(deployment(status=steady()))
     assert run(["history", "qa"], fake) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == [STABLE, "2026-11-21T12:00:00Z", "2d0h", "stable"]
+    assert capsys.readouterr().out.splitlines()[1].split() == [STABLE, "Promoted", "2026-11-21T12:00:00Z", "2d0h", "stable"]
 
 
 def test_status_watch_repaints_only_on_a_change_until_ctrl_c(capsys: pytest.CaptureFixture[str]):
@@ -630,3 +643,46 @@ def test_kube_api_watch_yields_objects_and_ends_on_expired_history(monkeypatch: 
     events[:] = [{"type": "DELETED", "raw_object": {}}]
     with pytest.raises(CliError, match='dspydeployment "qa" was deleted from namespace "demo"'):
         list(kube.watch("demo", "qa", "5", 30))
+
+
+SHADOW = {"window": "30m", "updated": "2026-11-23T12:04:00Z", "targets": [
+    {"revision": STABLE, "variant": "candidate", "requests": 98, "agreementRate": 0.510204,
+     "agreementCI": [0.413, 0.606], "errorRate": 0.02, "p95LatencySeconds": 2.3125, "liveP95LatencySeconds": 0.23125,
+     "costPerRequestUsd": 0.0111111, "dropped": 6},
+    {"revision": CANARY, "variant": "baseline", "requests": 0, "dropped": 4},
+]}  # fmt: skip
+
+
+def test_shadow_table_shows_agreement_errors_latency_beside_live_cost_and_drops():
+    text = render.render_status(deployment("RollingUpdate", steady(shadow=SHADOW)), NOW)
+    assert "Shadow:       window 30m, updated 1m00s ago" in text
+    assert lines_with(text, "TARGET")[0].split() == ["TARGET", "COMPARED", "AGREEMENT", "(95%", "CI)", "ERRORS", "P95",
+                                                     "SHADOW", "P95", "LIVE", "COST/REQ", "DROPPED"]
+    assert lines_with(text, f"{STABLE}/candidate")[0].split() == [f"{STABLE}/candidate", "98", "51.0%", "(41.3-60.6)",
+                                                                  "2.0%", "2.31s", "231ms", "$0.0111", "6"]
+    assert lines_with(text, f"{CANARY}/baseline")[0].split() == [f"{CANARY}/baseline", "0", "-", "-", "-", "-", "-", "4"]
+
+
+def test_shadow_section_says_so_before_any_copy_and_is_absent_without_shadow():
+    waiting = render.render_status(deployment("RollingUpdate", steady(shadow={"window": "30m", "targets": []})), NOW)
+    assert "Shadow:       window 30m\n  no copies compared yet" in waiting
+    assert "Shadow:" not in render.render_status(deployment("RollingUpdate", steady()), NOW)
+
+
+def test_status_of_a_blue_green_preview_shows_the_colors_and_the_scale_down():
+    preview = deployment("BlueGreen", status={
+        "phase": "Progressing", "stableRevision": STABLE, "canaryRevision": CANARY, "activeColor": "blue",
+        "previewColor": "green", "previewReadyTime": "2026-11-23T12:03:00Z",
+        "colorRevisions": {"blue": STABLE, "green": CANARY}})
+    text = render.render_status(preview, NOW)
+    assert f"Stable:       {STABLE}  active" in text
+    assert f"Preview:      {CANARY}  ready behind the preview Service" in text
+    assert f"Colors:       blue {STABLE} (active), green {CANARY} (preview, ready for 2m00s)" in text
+    switched = deployment("BlueGreen", status={
+        "phase": "Healthy", "stableRevision": CANARY, "activeColor": "green", "scaleDownTime": "2026-11-23T12:09:00Z",
+        "colorRevisions": {"blue": STABLE, "green": CANARY}})
+    text = render.render_status(switched, NOW)
+    assert (f"Colors:       blue {STABLE} (previous), green {CANARY} (active); the previous color goes in 4m00s "
+            "(undo switches back until then)") in text
+    assert verbs.unfit("promote", switched) == "qa has no blue/green preview in progress: nothing to promote"
+    assert verbs.unfit("abort", preview) is None

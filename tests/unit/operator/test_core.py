@@ -14,6 +14,8 @@ from typing import Any
 
 from dspy_operator import api
 from dspy_operator.errors import SpecProblem
+from served import settled
+
 from dspy_operator.reconcile.core import Served, reconcile
 from dspy_operator.reconcile.inputs import Inputs
 from dspy_operator.reconcile.revisions import Revision, revision_of
@@ -51,19 +53,11 @@ class RecordingKube:
         return live
 
 
-def serving(body: dict[str, Any], *revisions: Revision, serial: int = 1) -> Served:
-    """What a rollout that settled on `revisions` (default: the spec's, alone) hands the reconcile."""
-    chosen: Sequence[Revision] = revisions or (revision_of(body["spec"], Inputs()),)
-    weights = [100] + [0] * (len(chosen) - 1)
-    table = routing_table(body["spec"], list(zip(chosen, weights, strict=True)))
-    return Served(revisions=chosen, table_text=table_text(table, serial))
-
-
 def run(body: dict[str, Any], observed: dict[str, dict[str, Any]], served: Served | None = None,
         inputs: Inputs | None = None) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """The calls of one pass, and the children as the index would show them after it."""
     kube = RecordingKube()
-    served = serving(body) if served is None else served
+    served = settled(body) if served is None else served
     result = reconcile(body, inputs or Inputs(), observed, kube, SETTINGS, LOGGER, served)  # type: ignore[arg-type]
     assert bool(result.writes) == bool(kube.calls)
     after = {**observed, **kube.written}
@@ -105,10 +99,10 @@ def test_a_new_revision_beside_the_stable_one_writes_its_configmap_and_the_table
     _, children = run(spec, {})
     changed = body({"redis": {"mode": "Disabled"}, "lm": {**spec["spec"]["lm"], "temperature": 0.7}})
     canary = revision_of(changed["spec"], Inputs())
-    calls, children = run(changed, children, serving(changed, stable, canary, serial=2))
+    calls, children = run(changed, children, settled(changed, stable, canary, serial=2))
     assert calls == [f"apply {revision_key(canary)}", "apply ConfigMap/qa-routing"], \
         "a program or LM change reaches running pods through the table: no pod is replaced"
-    calls, _ = run(changed, children, serving(changed, canary, serial=3))
+    calls, _ = run(changed, children, settled(changed, canary, serial=3))
     assert calls == ["apply ConfigMap/qa-routing", f"delete {revision_key(stable)}"]
 
 
@@ -121,7 +115,7 @@ def test_nothing_to_serve_or_an_invalid_spec_writes_nothing(body):
     reconcile(body(), Inputs(), {}, kube, SETTINGS, LOGGER, None)  # type: ignore[arg-type]
     assert kube.calls == [], "served=None: the pass only observes"
     problem = SpecProblem("spec.lm.apiKeySecretRef", 'Secret "openai" not found in namespace "demo"')
-    result = reconcile(body(), Inputs(problems=(problem,)), {}, kube, SETTINGS, LOGGER, serving(body()))  # type: ignore[arg-type]
+    result = reconcile(body(), Inputs(problems=(problem,)), {}, kube, SETTINGS, LOGGER, settled(body()))  # type: ignore[arg-type]
     assert kube.calls == [] and result.observation.problems == (problem,)
 
 
@@ -150,7 +144,7 @@ def test_a_namesake_not_controlled_by_this_resource_is_never_pruned(body):
 
 def test_the_observation_is_what_the_writer_saw(body):
     kube = RecordingKube()
-    result = reconcile(body(), Inputs(), {}, kube, SETTINGS, LOGGER, serving(body()))  # type: ignore[arg-type]
+    result = reconcile(body(), Inputs(), {}, kube, SETTINGS, LOGGER, settled(body()))  # type: ignore[arg-type]
     observation = result.observation
     assert observation.runtime is not None and observation.runtime["metadata"]["name"] == "qa"
     assert observation.redis is not None and observation.redis["metadata"]["name"] == "qa-redis"

@@ -32,9 +32,17 @@ READ_BY_OPERATOR = [
     "runtime.image", "runtime.imagePullPolicy", "runtime.port", "runtime.logLevel", "runtime.logFormat",
     "runtime.resources", "runtime.env", "runtime.podAnnotations", "runtime.nodeSelector", "runtime.tolerations",
     "runtime.serviceAccountName", "paused",
+    # shadow traffic (reconcile/routing.py, reconcile/revisions.py, observe.py)
+    "variants[].shadow", "shadow.samplePercent", "shadow.maxConcurrent", "shadow.maxDailyUsd", "rollout.canary.shadow",
 ]
 WRITTEN_STATUS = ["phase", "observedGeneration", "replicas", "readyReplicas", "readySummary", "selector",
-                  "revision", "conditions"]
+                  "revision", "conditions",
+                  # the status.shadow block (rollout/shadow.py)
+                  "shadow.window", "shadow.updated", "shadow.targets[].revision", "shadow.targets[].variant",
+                  "shadow.targets[].requests", "shadow.targets[].agreementRate", "shadow.targets[].agreementCI",
+                  "shadow.targets[].errorRate", "shadow.targets[].p95LatencySeconds",
+                  "shadow.targets[].liveP95LatencySeconds", "shadow.targets[].costPerRequestUsd",
+                  "shadow.targets[].dropped"]
 
 
 @functools.cache

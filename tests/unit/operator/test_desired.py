@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from dspy_operator import api
-from dspy_operator.reconcile import desired
+from served import settled
+
+from dspy_operator.reconcile import core, desired
 from dspy_operator.reconcile.common import Owner
 from dspy_operator.settings import OperatorSettings
 
@@ -19,7 +21,11 @@ REVISION_SCOPED = ("DSPY_SIGNATURE", "DSPY_MODULE", "LM_MODEL", "LM_API_BASE", "
 
 
 def build(body: dict[str, Any], secret_uid: str | None = "secret-uid") -> dict[str, dict[str, Any]]:
-    children = desired.runtime_children(Owner.from_body(body), SETTINGS, secret_uid)
+    served = settled(body)
+    kept = {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"}
+    children = [child for child in core.children(Owner.from_body(body), SETTINGS, served, secret_uid)
+                if child["kind"] in kept and child["metadata"]["labels"][api.LABEL_COMPONENT] != api.COMPONENT_REVISION
+                and not child["metadata"]["name"].endswith("-routing")]
     return {f"{child['kind']}/{child['metadata']['name']}": child for child in children}
 
 
@@ -283,3 +289,39 @@ def test_images_come_from_the_operator_unless_the_resource_pins_them(body):
                          "redis": {"mode": "Managed", "managed": {"image": "registry.example/redis:8"}}}))
     assert container(pinned)["image"] == "registry.example/runtime:9"
     assert pinned["Deployment/qa-redis"]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/redis:8"
+
+
+def test_a_color_runs_its_stored_pod_template_and_reads_its_own_routing_table(body):
+    owner = Owner.from_body(body({"redis": {"mode": "External", "urlSecretRef": {"name": "redis"}},
+                                  "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}))
+    pod = desired.runtime_pod(owner, SETTINGS)
+    stored = json.loads(json.dumps(pod))
+    green = desired.runtime_deployment(owner, api.GREEN, pod, 3, "digest", revision="77aa01bc9e0f")
+    assert pod == stored, "the stored template is never changed in place"
+    assert green["metadata"]["name"] == "qa-green" and green["metadata"]["labels"][api.LABEL_COLOR] == "green"
+    assert green["spec"]["selector"]["matchLabels"] == {**api.pod_selector("qa", "runtime"), api.LABEL_COLOR: "green"}
+    assert green["spec"]["replicas"] == 3, "a color's count is always the operator's (see layout)"
+    template = green["spec"]["template"]
+    assert template["metadata"]["labels"][api.LABEL_COLOR] == "green"
+    assert template["metadata"]["annotations"][api.ANNOTATION_REVISION] == "77aa01bc9e0f"
+    volumes = {volume["name"]: volume for volume in template["spec"]["volumes"]}
+    assert volumes["routing"]["configMap"] == {"name": "qa-routing-green"}
+    env = {entry["name"]: entry for entry in template["spec"]["containers"][0]["env"]}
+    assert env["ROUTING_REDIS_KEY"]["value"] == "dspy:{demo/qa}:routing:green"
+    single = desired.runtime_deployment(owner, api.SINGLE, pod, None, "digest")
+    assert single["metadata"]["name"] == "qa" and "replicas" not in single["spec"]
+    assert api.LABEL_COLOR not in single["spec"]["selector"]["matchLabels"]
+
+
+def test_services_select_their_color_and_the_hpa_scales_the_active_one(body):
+    owner = Owner.from_body(body({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}))
+    children = {f"{child['kind']}/{child['metadata']['name']}": child
+                for child in desired.serving_children(owner, api.BLUE, api.GREEN, api.BLUE)}
+    assert sorted(children) == ["HorizontalPodAutoscaler/qa", "PodDisruptionBudget/qa", "Service/qa",
+                                "Service/qa-preview"]
+    assert children["Service/qa"]["spec"]["selector"][api.LABEL_COLOR] == "blue"
+    assert children["Service/qa-preview"]["spec"]["selector"][api.LABEL_COLOR] == "green"
+    assert children["HorizontalPodAutoscaler/qa"]["spec"]["scaleTargetRef"]["name"] == "qa-blue"
+    assert children["PodDisruptionBudget/qa"]["spec"]["selector"]["matchLabels"] == api.pod_selector("qa", "runtime")
+    single = {child["kind"]: child for child in desired.serving_children(owner, api.SINGLE, None, api.SINGLE)}
+    assert api.LABEL_COLOR not in single["Service"]["spec"]["selector"], "every runtime pod, whatever its color"

@@ -206,3 +206,14 @@ def test_known_revisions_are_this_resources_revision_configmaps(body):
     observed["ConfigMap/qa-rev-0123456789ab"] = broken
     assert known_revisions(owner(body()), observed) == {first.name: first, second.name: second}
     assert known_revisions(owner(body(name="other")), observed) == {}
+
+
+def test_a_shadow_variant_is_marked_and_an_explicit_false_changes_nothing(body):
+    live = [{"name": "baseline", "weight": 100}, {"name": "candidate", "weight": 0}]
+    spec = body({"variants": live})["spec"]
+    defaulted = body({"variants": [{**v, "shadow": False} for v in live]})["spec"]  # what the API server stores
+    assert revision_of(defaulted, Inputs()) == revision_of(spec, Inputs()), "existing revisions keep their names"
+    assert all("shadow" not in entry for entry in revision_of(spec, Inputs()).variants)
+    shadowed = revision_of(body({"variants": [live[0], {**live[1], "shadow": True}]})["spec"], Inputs())
+    assert [entry.get("shadow") for entry in shadowed.variants] == [None, True]
+    assert shadowed.name != revision_of(spec, Inputs()).name

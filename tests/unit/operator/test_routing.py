@@ -94,3 +94,46 @@ def test_the_routing_configmap_is_mounted_by_name_and_not_immutable(body):
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
     assert configmap["data"] == {api.ROUTING_FILE: '{"serial":1}'}
     assert "immutable" not in configmap, "weights change in place: the kubelet refreshes the mounted file"
+
+
+# ---- shadow traffic ------------------------------------------------------------------------------
+
+SHADOW_VARIANTS = [{"name": "baseline", "weight": 100}, {"name": "candidate", "weight": 0, "shadow": True}]
+
+
+def test_a_shadow_variant_brings_the_shadow_settings_with_their_defaults(body):
+    spec = body({"variants": SHADOW_VARIANTS})["spec"]
+    revision = revision_of(spec, Inputs())
+    table = routing_table(spec, [(revision, 100)])
+    assert table["shadow"] == {"samplePercent": 10, "maxConcurrent": 4}, "no budget, no maxDailyUsd: no cap"
+    assert [v.get("shadow", False) for v in table["revisions"][0]["variants"]] == [False, True]
+
+
+def test_the_shadow_cap_is_the_specs_or_a_tenth_of_the_budget(body):
+    budgeted = body({"variants": SHADOW_VARIANTS, "budget": {"dailyUsd": 25}})["spec"]
+    revision = revision_of(budgeted, Inputs())
+    assert routing_table(budgeted, [(revision, 100)])["shadow"] == {"samplePercent": 10, "maxConcurrent": 4,
+                                                                   "maxDailyUsd": 2.5}
+    explicit = {**budgeted, "shadow": {"samplePercent": 30, "maxConcurrent": 2, "maxDailyUsd": 0}}
+    assert routing_table(explicit, [(revision, 100)])["shadow"] == {"samplePercent": 30, "maxConcurrent": 2,
+                                                                   "maxDailyUsd": 0}
+
+
+def test_a_revision_in_shadow_is_marked_only_at_weight_zero(body):
+    spec, stable, canary = two_revisions(body)
+    spec = {**spec, "shadow": {"samplePercent": 50, "maxConcurrent": 4}}
+    shadowed = routing_table(spec, [(stable, 100), (canary, 0)], shadow_revisions=frozenset({canary.name}))
+    assert [entry.get("shadow") for entry in shadowed["revisions"]] == [None, True]
+    assert shadowed["shadow"] == {"samplePercent": 50, "maxConcurrent": 4}
+    live = routing_table(spec, [(stable, 90), (canary, 10)], shadow_revisions=frozenset({canary.name}))
+    assert live == routing_table(spec, [(stable, 90), (canary, 10)]), "at its first traffic step it is a plain canary"
+    assert "shadow" not in live
+
+
+def test_without_shadow_targets_the_table_and_its_hash_are_as_before(body):
+    spec, stable, canary = two_revisions(body)
+    spec = {**spec, "shadow": {"samplePercent": 50, "maxConcurrent": 4}}  # the CRD defaults it: no target, no object
+    table = routing_table(spec, [(stable, 90), (canary, 10)])
+    assert set(table) == {"revisions", "stickyHeader"}
+    assert table_hash(table) == table_hash(routing_table({k: v for k, v in spec.items() if k != "shadow"},
+                                                         [(stable, 90), (canary, 10)]))

@@ -51,7 +51,7 @@ def test_edits_by_others_after_our_apply_are_noticed_status_updates_are_not():
 
 def test_only_deletions_and_edits_by_others_are_worth_restoring():
     memo = kopf.Memo(context=Context(settings=OperatorSettings(), kube=None, references=None,  # type: ignore[arg-type]
-                                     redis=None, buses=None, serializer=None, experiments=None))  # type: ignore[arg-type]
+                                     redis=None, buses=None, serializer=None, experiments=None, shadows=None))  # type: ignore[arg-type]
     ours = {"metadata": {"managedFields": [{"manager": "dspy-operator", "operation": "Apply", "time": "t1"}]}}
     edited = {"metadata": {"managedFields": [*ours["metadata"]["managedFields"],
                                              {"manager": "kubectl-edit", "operation": "Update", "time": "t2"}]}}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any
+
+import pytest
 
 from dspy_operator.errors import SpecProblem
 from dspy_operator.rollout.state import Plan, RolloutState
@@ -10,6 +14,7 @@ from dspy_operator.status import conditions as c
 from dspy_operator.status.report import Observation, RolloutReport, canary_message, desired_status, status_changes
 
 T0, T1 = "2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z"
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def deployment(desired: int = 2, ready: int = 2, updated: int | None = None, generation: int = 1,
@@ -107,7 +112,10 @@ ANALYSIS = {"intervalSeconds": 30, "minRequests": 10}
 GATE = {**ANALYSIS, "evaluation": {"configMapRef": {"name": "devset"}, "metric": "ExactMatch", "minScore": 0.8}}
 
 
-def plan(strategy: str = "Canary", analysis: dict[str, Any] | None = None) -> Plan:
+def plan(strategy: str = "Canary", analysis: dict[str, Any] | None = None,
+         blue_green: dict[str, Any] | None = None) -> Plan:
+    if strategy == "BlueGreen":
+        return Plan.from_spec({"rollout": {"strategy": strategy, "blueGreen": blue_green or {}}})
     canary: dict[str, Any] = {"steps": STEPS}
     if analysis is not None:
         canary["analysis"] = analysis
@@ -115,8 +123,8 @@ def plan(strategy: str = "Canary", analysis: dict[str, Any] | None = None) -> Pl
 
 
 def report(state: RolloutState, desired: str = CANARY, strategy: str = "Canary", analysis: dict[str, Any] | None = None,
-           **kwargs: Any) -> RolloutReport:
-    return RolloutReport(plan=plan(strategy, analysis), state=state, desired=desired, **kwargs)
+           blue_green: dict[str, Any] | None = None, **kwargs: Any) -> RolloutReport:
+    return RolloutReport(plan=plan(strategy, analysis, blue_green), state=state, desired=desired, **kwargs)
 
 
 CANARY_AT_20 = RolloutState(stable=STABLE, canary=CANARY, weight=20, step=1, step_started=T0)
@@ -209,10 +217,30 @@ def test_an_undo_reports_rolled_back():
     assert degraded["message"].startswith(f"rolled back to revision {STABLE}")
 
 
-def test_blue_green_is_reported_as_not_implemented():
-    degraded = condition(desired_status({}, observe(), T0, report(RolloutState(stable=STABLE), desired=STABLE,
-                                                                  strategy="BlueGreen")), c.DEGRADED)
-    assert (degraded["status"], degraded["reason"]) == (c.TRUE, c.REASON_STRATEGY_NOT_IMPLEMENTED)
+@pytest.mark.parametrize(("state", "reason", "text"), [
+    (dict(preview_ready=None), c.REASON_PREVIEW_STARTING, "is starting (1 pod(s))"),
+    (dict(preview_ready="2026-12-01T12:00:00Z"), c.REASON_PREVIEW_READY, "auto-promotion in 30s"),
+    (dict(preview_ready="2026-12-01T12:00:00Z", switching=True), c.REASON_SWITCHING, "scaled to the active count"),
+    (dict(preview_ready="2026-12-01T12:00:00Z", paused=True, pause_reason="paused by request"),
+     c.REASON_ROLLOUT_PAUSED, "held: paused by request"),
+])
+def test_a_blue_green_preview_says_where_it_stands(state: dict[str, Any], reason: str, text: str):
+    preview = RolloutState(stable=STABLE, canary=CANARY, active_color="blue", preview_color="green",
+                           colors={"blue": STABLE, "green": CANARY}, **state)
+    rollout = report(preview, strategy="BlueGreen", blue_green={"autoPromotionSeconds": 30})
+    progressing = condition(desired_status({}, observe(), T0, replace(rollout, now=NOW)), c.PROGRESSING)
+    assert (progressing["status"], progressing["reason"]) == (c.TRUE, reason)
+    assert f"preview {CANARY} in the green color" in progressing["message"] and text in progressing["message"]
+
+
+def test_after_a_switch_the_status_says_when_the_old_color_goes():
+    switched = RolloutState(stable=CANARY, active_color="green", colors={"blue": STABLE, "green": CANARY},
+                            scale_down="2026-12-01T12:05:00Z")
+    progressing = condition(desired_status({}, observe(), T0, report(switched, desired=CANARY, strategy="BlueGreen")),
+                            c.PROGRESSING)
+    assert progressing["reason"] == c.REASON_ROLLOUT_COMPLETE
+    assert progressing["message"].endswith("; blue goes at 2026-12-01T12:05:00Z (`kubectl dspy undo` switches back "
+                                           "until then)")
 
 
 def test_an_unreachable_redis_holds_a_judged_canary_and_shows_in_routing():
@@ -259,3 +287,14 @@ def test_status_changes_is_a_merge_patch_that_drops_gone_keys():
     assert status_changes(current, desired) == {
         "routing": {"serial": 2, "weights": {CANARY: 100, STABLE: None}}, "canaryRevision": ""}
     assert status_changes(desired, desired) == {}
+
+
+def test_shadow_figures_are_written_when_recomputed_and_dropped_once_the_spec_has_no_shadow():
+    block = {"window": "30m", "updated": T0, "targets": [{"revision": STABLE, "variant": "shadowed", "requests": 3}]}
+    steady = RolloutState(stable=STABLE)
+    written = desired_status({}, observe(), T0, report(steady, desired=STABLE, shadow=block))
+    assert written["shadow"] == block
+    kept = desired_status(written, observe(), T1, report(steady, desired=STABLE))
+    assert kept.get("shadow", block) == block and "shadow" not in status_changes(written, kept)
+    gone = desired_status(written, observe(), T1, report(steady, desired=STABLE, shadow_gone=True))
+    assert status_changes(written, gone)["shadow"] is None, "a merge patch null removes it"

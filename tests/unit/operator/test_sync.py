@@ -73,7 +73,7 @@ def test_the_first_pass_commits_the_decision_before_any_child_and_the_second_wri
     ]
     committed = world.kube.status_patches[0]
     assert committed["stableRevision"] == stable and committed["canaryRevision"] == ""
-    assert committed["history"] == [{"revision": stable, "promotedAt": "2026-12-01T12:00:00Z"}]
+    assert committed["history"] == [{"revision": stable, "outcome": "Promoted", "time": "2026-12-01T12:00:00Z"}]
     serial = committed["routing"]["serial"]
     assert serial == int(world.now.timestamp() * 1000)
     assert committed["routing"]["weights"] == {stable: 100}
@@ -130,7 +130,7 @@ def test_a_spec_change_starts_a_canary_and_pushes_both_revisions_with_their_weig
     serial = status["routing"]["serial"]
     assert serial > first_serial
     prefix, table, pushed = world.bus.published[-1]
-    assert (prefix, pushed) == (PREFIX, serial)
+    assert (prefix, pushed) == (PREFIX + "routing", serial)
     assert [(entry["name"], entry["weight"]) for entry in table["revisions"]] == [(stable, 80), (canary, 20)]
     assert table["revisions"][1]["variants"][0]["lm"]["temperature"] == 0.7
     assert json.loads(world.kube.objects["ConfigMap/qa-routing"]["data"]["routing.json"]) == {**table, "serial": serial}

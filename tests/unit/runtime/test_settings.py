@@ -152,6 +152,8 @@ def test_the_resource_names_its_redis_keys_and_the_pod_names_itself(monkeypatch)
     assert (s.key_prefix, s.effective_pod_name) == ("dspy:{demo/qa}:", "qa-7d9f-abcde")
     monkeypatch.setenv("HOSTNAME", "qa-from-hostname")
     assert get_settings().effective_pod_name == "qa-from-hostname"
+    monkeypatch.setenv("ROUTING_REDIS_KEY", "dspy:{demo/qa}:routing:green")  # a blue/green color's own table
+    assert get_settings().key_prefix == "dspy:{demo/qa}:"
     monkeypatch.delenv("ROUTING_REDIS_KEY")
     assert get_settings().key_prefix == "dspy:{demo/qa}:"  # from DSPY_RESOURCE alone
 
@@ -161,7 +163,9 @@ def test_the_resource_names_its_redis_keys_and_the_pod_names_itself(monkeypatch)
     [
         ({"ROUTING_REDIS_KEY": "dspy:{demo/qa}:routing"}, "ROUTING_REDIS_KEY is set, but REDIS_URL is not"),
         ({"REDIS_URL": "redis://r", "ROUTING_REDIS_KEY": "dspy:{demo/other}:routing", "DSPY_RESOURCE": "demo/qa"},
-         "ROUTING_REDIS_KEY must be dspy:{demo/qa}:routing for DSPY_RESOURCE demo/qa"),
+         "ROUTING_REDIS_KEY must be dspy:{demo/qa}:routing (or dspy:{demo/qa}:routing:<color>) for DSPY_RESOURCE"),
+        ({"REDIS_URL": "redis://r", "ROUTING_REDIS_KEY": "dspy:{demo/qa}:routing:x:y", "DSPY_RESOURCE": "demo/qa"},
+         "ROUTING_REDIS_KEY must be dspy:{demo/qa}:routing"),
         ({"DSPY_RESOURCE": "just-a-name"}, "DSPY_RESOURCE: Value error, must be <namespace>/<name>"),
         ({"WINDOW_FLUSH_SECS": "0"}, "WINDOW_FLUSH_SECS"),
     ],
