@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
+from dspy_runtime.fakelm import field_value
+
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "dspy.dev_dspydeployments.yaml"
 GROUP, VERSION, PLURAL = "dspy.dev", "v1alpha1", "dspydeployments"
@@ -92,3 +94,11 @@ def kubectl_dspy(cluster: Any, namespace: str, *args: str, check: bool = True) -
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl dspy {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
     return proc
+
+
+def devset(questions: list[str]) -> dict[str, Any]:
+    """A dev set whose expected answers are the fake LM's (deterministic) answers to `answer`."""
+    lines = [json.dumps({"inputs": {"question": q}, "expected": {"answer": field_value("answer", "str", q)}})
+             for q in questions]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "devset"},
+            "data": {"devset.jsonl": "\n".join(lines) + "\n"}}

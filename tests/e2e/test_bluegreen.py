@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client as k8s
 
 from resources import (
-    TIMEOUT, api_key_secret, apply_yaml, condition, dspy_deployment, get_dspy, kubectl_dspy, patch_spec,
+    TIMEOUT, api_key_secret, apply_yaml, condition, devset, dspy_deployment, get_dspy, kubectl_dspy, patch_spec,
     redis_secret, status, wait_phase,
 )
 
@@ -149,7 +149,8 @@ def test_a_change_is_previewed_in_the_idle_color_promoted_by_hand_and_undone_at_
     wait_until(lambda: serves_color(cluster, namespace, "qa", "green"), "qa to serve the green pods")
     assert switched["history"][0]["revision"] == new and switched["history"][0]["outcome"] == "Promoted"
     assert predict_revision(blue_runtime) == stable and predict_revision(green_runtime) == new
-    assert any("green" in message for message in events(cluster, namespace, "Switched"))
+    wait_until(lambda: any("green" in message for message in events(cluster, namespace, "Switched")),
+               "the Switched Event")
 
     assert "accepted" in kubectl_dspy(cluster, namespace, "undo", "qa").stdout.lower()
     back = wait_until(lambda: (s := status(cluster, namespace)).get("activeColor") == "blue" and s, "back to blue")
@@ -171,11 +172,10 @@ def test_auto_promotion_waits_its_seconds_the_old_color_goes_after_the_delay_and
     new = switched["stableRevision"]
     assert new != stable, "a pod-level change is a blue/green revision too"
     assert deployment(cluster, namespace, "qa-green").spec.template.spec.containers[0].image.endswith("e2e-2")
-    ready = next(message for message in events(cluster, namespace, "PreviewReady"))
-    assert ready
+    wait_until(lambda: events(cluster, namespace, "PreviewReady"), "the PreviewReady Event")
     promoted_at = switched["history"][0]["time"]
-    started = [m for m in events(cluster, namespace, "SwitchStarted") if "auto-promotion" in m]
-    assert started, "the switch was started by the timer"
+    wait_until(lambda: [m for m in events(cluster, namespace, "SwitchStarted") if "auto-promotion" in m],
+               "the Event: the switch was started by the timer")
     assert deployment(cluster, namespace, "qa-blue") is not None, "the old color stays for scaleDownDelaySeconds"
     assert switched["scaleDownTime"] > promoted_at
     gone = wait_until(lambda: deployment(cluster, namespace, "qa-blue") is None and status(cluster, namespace),
@@ -220,8 +220,10 @@ def test_with_an_hpa_the_preview_meets_its_count_and_one_hpa_follows_the_active_
     assert deployment(cluster, namespace, "qa-green").spec.replicas == 4, "the preview met the HPA's count"
     wait_until(lambda: len(endpoint_pods(cluster, namespace, "qa")) == 4 and serves_color(cluster, namespace, "qa",
                                                                                          "green"), "4 green endpoints")
-    hpas = autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items
-    assert [(hpa.metadata.name, hpa.spec.scale_target_ref.name) for hpa in hpas] == [("qa", "qa-green")]
+    # Written in the same pass as the Service, just after it.
+    wait_until(lambda: [(hpa.metadata.name, hpa.spec.scale_target_ref.name)
+                        for hpa in autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items]
+               == [("qa", "qa-green")], "exactly one HPA, on green")
 
 
 def test_the_operator_killed_mid_switch_resumes_and_never_switches_to_a_short_color(
@@ -277,3 +279,51 @@ def test_moving_between_strategies_never_leaves_the_service_without_pods(cluster
         counts = watch.stop()
     assert counts and min(counts) >= 1, f"the Service was left without pods on the way: {counts}"
     wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+
+
+def test_the_preview_passes_its_evaluation_gate_and_analysis_in_its_own_pods_before_auto_promotion(
+        cluster, operator, namespace, wait_until, redis_server, fake_lm, runtimes):
+    analysis = {"intervalSeconds": 5, "minRequests": 5, "maxErrorRate": 0.05,
+                "evaluation": {"configMapRef": {"name": "devset"}, "metric": "ExactMatch", "minScore": 0.9}}
+    resource = blue_green(replicas=1, autoPromotionSeconds=0, scaleDownDelaySeconds=600, analysis=analysis)
+    resource["spec"].update(lm={"model": "openai/fake-model", "apiBase": fake_lm.api_base,
+                                "apiKeySecretRef": {"name": "openai"}},
+                            redis={"mode": "External", "urlSecretRef": {"name": "redis-url"}})
+    apply_yaml(cluster, namespace, [api_key_secret(), redis_secret(redis_server.url),
+                                    devset([f"dev question {i}" for i in range(4)]), resource])
+    stable = wait_phase(cluster, wait_until, namespace, "qa", "Healthy")["status"]["stableRevision"]
+    blue = runtimes(namespace, "qa-blue", 1)[0]
+    patch_spec(cluster, namespace, "qa", {"program": {"signature": "question -> answer", "module": "Predict"}})
+    wait_until(lambda: deployment(cluster, namespace, "qa-green") is not None, "the green Deployment")
+    green = runtimes(namespace, "qa-green", 1)[0]
+    stop = threading.Event()
+
+    def testers() -> None:  # what reaches the preview Service (and the active one)
+        while not stop.is_set():
+            for runtime in (green, blue):
+                try:
+                    predict_revision(runtime)
+                except (AssertionError, httpx.HTTPError):
+                    pass
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=testers, daemon=True)
+    thread.start()
+    try:
+        switched = wait_until(lambda: (s := status(cluster, namespace)).get("activeColor") == "green" and s,
+                              "the preview to pass and be promoted", timeout=TIMEOUT)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; status: {json.dumps(status(cluster, namespace), indent=1)}") from None
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    new = switched["stableRevision"]
+    assert new != stable
+    gate = switched["evaluation"]
+    assert gate["state"] == "Passed" and gate["scores"] == {"canary": 1.0, "stable": 1.0}, gate
+    assert gate.get("runner", "qa-green").startswith("qa-green"), "only a preview pod serves both revisions"
+    analysis_seen = switched["lastAnalysis"]
+    assert analysis_seen["revision"] == new and analysis_seen["verdict"] == "Pass", analysis_seen
+    wait_until(lambda: [m for m in events(cluster, namespace, "SwitchStarted") if "auto-promotion" in m],
+               "the Event: promoted by the timer once the gate and an analysis interval passed")
+    assert predict_revision(green) == new and predict_revision(blue) == stable

@@ -24,12 +24,11 @@ import pytest
 import yaml
 
 from resources import (
-    REPO, TIMEOUT, api_key_secret, apply_yaml, condition, dspy_deployment, get_dspy, kubectl_dspy, patch_spec,
-    redis_secret, status, wait_phase,
+    REPO, TIMEOUT, api_key_secret, apply_yaml, condition, devset, dspy_deployment, get_dspy, kubectl_dspy,
+    patch_spec, redis_secret, status, wait_phase,
 )
 from servers import FakeLMServer
 
-from dspy_runtime.fakelm import field_value
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -133,14 +132,6 @@ class Recorder:
         self._stop.set()
         self._thread.join(timeout=10)
         return self.seen
-
-
-def devset(questions: list[str]) -> dict[str, Any]:
-    """A dev set whose expected answers are the fake LM's (deterministic) answers to `answer`."""
-    lines = [json.dumps({"inputs": {"question": q}, "expected": {"answer": field_value("answer", "str", q)}})
-             for q in questions]
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "devset"},
-            "data": {"devset.jsonl": "\n".join(lines) + "\n"}}
 
 
 def start_with(cluster: Any, namespace: str, wait_until: Any, redis_server: Any, docs: list[dict[str, Any]],

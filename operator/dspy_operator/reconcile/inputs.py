@@ -59,7 +59,8 @@ class Inputs:
     programs: Mapping[str, Program] = field(default_factory=dict)
     """Saved programs by the field path of their reference (`spec.program`, `spec.variants[1].program`)."""
     devset: tuple[Mapping[str, Any], ...] | None = None
-    """The evaluation gate's examples ({inputs, expected}), when spec.rollout.canary.analysis.evaluation is set."""
+    """The evaluation gate's examples ({inputs, expected}), when spec.rollout.canary (or .blueGreen)
+    .analysis.evaluation is set."""
     problems: tuple[SpecProblem, ...] = ()
 
 
@@ -179,9 +180,11 @@ def gather(read: Read, namespace: str, spec: Mapping[str, Any]) -> Inputs:
         else:
             programs[path] = Program(content_or_problem)
     devset: tuple[Mapping[str, Any], ...] | None = None
-    evaluation = ((((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {}).get("evaluation")) or {}
+    # The gate is under the strategy's own section (the CRD allows only that one).
+    strategy = "blueGreen" if (spec.get("rollout") or {}).get("strategy") == "BlueGreen" else "canary"
+    evaluation = ((((spec.get("rollout") or {}).get(strategy) or {}).get("analysis") or {}).get("evaluation")) or {}
     if evaluation.get("configMapRef"):
-        path = "spec.rollout.canary.analysis.evaluation.configMapRef"
+        path = f"spec.rollout.{strategy}.analysis.evaluation.configMapRef"
         ref = {"key": DEFAULT_DEVSET_KEY, **evaluation["configMapRef"]}
         text_or_problem = _read_configmap_key(read, namespace, path, ref)
         examples_or_problem = text_or_problem if isinstance(text_or_problem, SpecProblem) else parse_devset(path, text_or_problem)

@@ -177,7 +177,7 @@ def _switch(plan: Plan, state: RolloutState, obs: Observations, events: list[Eve
     promoted = state.with_promotion(state.canary, obs.now, plan.history_limit)
     scale_down = obs.now + timedelta(seconds=plan.switch.scale_down_delay_seconds)
     return replace(promoted, active_color=new, preview_color="", preview_ready=None, switching=False,
-                   evaluation=None, scale_down=format_time(scale_down))
+                   scale_down=format_time(scale_down))
 
 
 # --- 6. scaling down -------------------------------------------------------------------------

@@ -161,3 +161,12 @@ def test_a_bad_dev_set_is_reported_with_the_first_bad_line(text, message):
     problem = parse_devset(DEVSET_PATH, text)
     assert isinstance(problem, SpecProblem) and problem.field == DEVSET_PATH
     assert message in problem.message
+
+
+def test_a_blue_green_gate_reads_its_dev_set_from_its_own_section(body):
+    spec = body({"rollout": {"strategy": "BlueGreen", "blueGreen": {"analysis": {
+        "evaluation": {"configMapRef": {"name": "devset"}, "metric": "ExactMatch"}}}}})["spec"]
+    kube = FakeKube({**OPENAI, ("ConfigMap", "devset"): {"data": {"devset.jsonl": lines(EXAMPLE)}}})
+    assert gather(kube.get, "demo", spec).devset == (EXAMPLE,)  # type: ignore[arg-type]
+    missing = gather(FakeKube(OPENAI).get, "demo", spec)  # type: ignore[arg-type]
+    assert [problem.field for problem in missing.problems] == ["spec.rollout.blueGreen.analysis.evaluation.configMapRef"]
