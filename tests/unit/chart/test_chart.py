@@ -190,6 +190,13 @@ def test_namespaced_mode_leaves_the_release_namespace_ungranted_unless_listed(he
     assert {doc["metadata"]["namespace"] for doc in by_kind(listed, "Role")} == {NAMESPACE, "team-a"}
 
 
+def test_without_rbac_create_the_operator_gets_no_grant_but_the_hook_keeps_its_own(helm):
+    docs = objects(helm, "--set", "rbac.create=false")
+    assert not [doc for doc in release_objects(docs) if doc["kind"] in
+                ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+    assert {doc["kind"] for doc in hook_objects(docs)} >= {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
 # --- the operator Deployment -------------------------------------------------------------
 
 
