@@ -64,7 +64,7 @@ def load_api_client() -> k8s.ApiClient:
 
 class KubeClient:
     """GET, server-side APPLY, CREATE and DELETE of plain dicts (children are observed through
-    kopf's watches and indexes, never listed)."""
+    kopf's watches and indexes, never listed), and one discovery read at startup."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self._api = api_client
@@ -77,6 +77,18 @@ class KubeClient:
             if error.status == 404:
                 return None
             raise
+
+    def served_resources(self, api_version: str) -> frozenset[str]:
+        """The resource names (plurals, subresources as `plural/sub`) the API serves under
+        `api_version` (discovery); empty when the group/version is not served at all."""
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            listing = self._call("GET", base)
+        except KubeApiError as error:
+            if error.status == 404:
+                return frozenset()
+            raise
+        return frozenset(str(resource.get("name")) for resource in listing.get("resources") or [])
 
     def apply(self, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
         """Server-side apply with `force`: the operator owns every field it sets."""

@@ -23,8 +23,7 @@ KWOK_VERSION=v0.8.0
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 WRAPPER="$HERE/k8s"
-CACHE_ROOT="${DSPY_CACHE_DIR:-$HOME/.cache/dspy-operator}"
-CACHE="$CACHE_ROOT/k8s-$K8S_VERSION"
+CACHE="${DSPY_CACHE_DIR:-$HOME/.cache/dspy-operator}/k8s-$K8S_VERSION"
 BIN="$CACHE/bin"
 STAGES="$CACHE/stages"
 STATE_DIR="${DSPY_CLUSTER_DIR:-$REPO/.cluster}"
@@ -41,23 +40,9 @@ COMPONENTS_BUILT=(kube-apiserver kube-controller-manager kube-scheduler etcd kub
 # Stop order is the reverse dependency order.
 STOP_ORDER=(kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
 
-say() { printf '==> %s\n' "$*"; }
-info() { printf '    %s\n' "$*"; }
-die() { printf 'cluster.sh: error: %s\n' "$*" >&2; exit 1; }
-
-now() { date +%s.%N; }
-# Seconds since $1 (a `now` value), one decimal.
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-
-find_go() {
-  if command -v go >/dev/null 2>&1; then
-    GO="$(command -v go)"
-  elif [[ -x /usr/local/go/bin/go ]]; then
-    GO=/usr/local/go/bin/go
-  else
-    die "no Go toolchain found (need Go >= 1.26 on PATH or at /usr/local/go/bin/go)"
-  fi
-}
+# say, info, die, now, since, find_go, go_install_to: shared with hack/helm.sh.
+# shellcheck source=../../hack/lib/gobuild.sh
+source "$REPO/hack/lib/gobuild.sh"
 
 # --------------------------------------------------------------------------
 # build
@@ -82,12 +67,7 @@ build_k8s_binary() {
 }
 
 build_kwok() {
-  local tmpbin="$BIN/.kwok-gobin.$$"
-  mkdir -p "$tmpbin"
-  # `go install pkg@version` ignores any enclosing module; run it from the cache dir anyway.
-  (cd "$CACHE" && GOBIN="$tmpbin" GOFLAGS='' "$GO" install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
-  mv -f "$tmpbin/kwok" "$BIN/kwok"
-  rmdir "$tmpbin"
+  go_install_to "$BIN" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
 # The Stage objects kwok needs (it exits with "no stages found" without them):

@@ -48,7 +48,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.networking.request_timeout = 60
     for group_version, plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group_version, plural] = MANAGED_SELECTOR
+    # No cluster-wide watch of CRDs and Namespaces: namespaces are listed by exact name and the
+    # CRD exists before the operator starts (checked below), so those watches would only need
+    # RBAC the chart does not grant (kopf meets a 403 and warns otherwise).
+    settings.scanning.disabled = True
     kube = KubeClient(load_api_client())
+    require_crd(kube)
     memo.context = Context(
         settings=operator_settings, kube=kube, references=RecentReads(kube.get), redis=RedisAddresses(kube.get),
         buses=RuntimeBuses(), serializer=Serializer(), experiments=Throttle(EXPERIMENT_REFRESH_SECONDS),
@@ -58,6 +63,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
         "dspy-operator: namespaces=%s runtime image=%s",
         ",".join(operator_settings.namespaces) or "<all>", operator_settings.runtime_image,
     )
+
+
+CRD_RETRY_SECONDS = 10.0
+
+
+def require_crd(kube: KubeClient) -> None:
+    """Wait (by retrying startup) until the API serves DSPyDeployments: with scanning disabled,
+    kopf would otherwise never notice a CRD created after it started, and would serve nothing.
+    A discovery read, which RBAC allows every authenticated user."""
+    if api.PLURAL not in kube.served_resources(api.API_VERSION):
+        raise kopf.TemporaryError(
+            f"the API does not serve {api.PLURAL}.{api.GROUP} ({api.API_VERSION}): install the CRD first "
+            f"(kubectl apply --server-side -f crds/{api.GROUP}_{api.PLURAL}.yaml)", delay=CRD_RETRY_SECONDS)
 
 
 @kopf.on.cleanup()
