@@ -8,17 +8,15 @@ with a token minted for it (TokenRequest API) and nothing else, behind a relay t
 every request and its answer (`chart.AuditRelay`). Then:
 
 - the RBAC scenario (`STEPS`: a full reconcile of an example, a write conflict, features
-  switched on and off, revisions pruned, a child restored, a deletion) and a canary rollout go
-  through with no 401/403, and every verb the chart grants was used;
+  switched on and off, revisions pruned, the move to BlueGreen and a blue/green switch, a
+  child restored, a deletion) and a canary rollout go through with no 401/403, and every verb
+  the chart grants was used;
 - each grant removed in turn, the operator meets a 403 for exactly that verb and resource;
 - namespaced mode serves its namespaces with Roles only and never asks for anything else;
 - `helm upgrade` to changed values, `helm rollback`, the documented CRD upgrade command;
 - `helm uninstall`: its pre-delete hook (run here in place of its pod, as the hook's own
   ServiceAccount) deletes the DSPyDeployments while the operator runs, refuses when none runs,
   and nothing is left stuck.
-
-A blue/green switch joins the scenario as one more entry of `STEPS` (and its own test next to
-`test_canary_rollout_as_the_chart_service_account`) once blue/green exists.
 """
 
 from __future__ import annotations
@@ -378,11 +376,25 @@ def step_features_off_prune_their_children(s: Scenario) -> None:
 
 
 def step_old_revisions_are_pruned(s: Scenario) -> None:
-    """The stable revision and the two before it are kept: two more revisions drop the first."""
+    """revisionHistoryLimit 2: the revisions of the history are kept, two more drop the first."""
     first = s.revisions[0]
+    s.patch({"spec": {"revisionHistoryLimit": 2}})
     s.new_revision(0.5)
     s.new_revision(0.7)
     s.wait(lambda: f"ConfigMap/{EXAMPLE_NAME}-rev-{first}" not in s.children(), "the oldest revision pruned")
+
+
+def step_blue_green_switch(s: Scenario) -> None:
+    """The move to BlueGreen (blue takes over from the one Deployment), then a preview in green
+    switched by auto-promotion, the old colors deleted after a delay of 0."""
+    s.patch({"spec": {"rollout": {"strategy": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 0}}}})
+    moved = s.wait(lambda: (o := s.obj()).get("status", {}).get("activeColor") == "blue"
+                   and f"Deployment/{EXAMPLE_NAME}" not in s.children() and o, "the move to blue")
+    s.revisions.append(moved["status"]["stableRevision"])
+    s.new_revision(0.9)
+    obj = s.wait(lambda: (o := s.healthy()) and o["status"].get("activeColor") == "green" and o, "the switch to green")
+    s.wait(lambda: f"Deployment/{EXAMPLE_NAME}-blue" not in s.children(), "blue deleted after the switch")
+    assert obj["status"]["colorRevisions"] == {"green": obj["status"]["stableRevision"]}
 
 
 def step_a_hand_deleted_child_comes_back(s: Scenario) -> None:
@@ -411,9 +423,9 @@ STEPS: list[tuple[str, Callable[[Scenario], None]]] = [
     ("autoscaling on", step_autoscaling_on),
     ("features off prune their children", step_features_off_prune_their_children),
     ("old revisions are pruned", step_old_revisions_are_pruned),
+    ("a blue/green switch", step_blue_green_switch),
     ("a hand-deleted child comes back", step_a_hand_deleted_child_comes_back),
     ("a deleted resource goes with its finalizer", step_deleted_resource_goes_with_its_finalizer),
-    # ("a blue/green switch", step_blue_green_switch): once blue/green exists.
 ]
 
 
@@ -480,7 +492,8 @@ def test_the_operator_as_the_chart_service_account_gets_through_the_scenario_wit
 
 def test_canary_rollout_as_the_chart_service_account(
         cluster, release, run_as, app_namespaces, wait_until, redis_server, fake_lm, runtimes):
-    from test_canary import Traffic, canary, kubectl_dspy, patch_spec, redis_secret, status
+    from resources import kubectl_dspy, patch_spec, redis_secret, status
+    from test_canary import Traffic, canary
 
     namespace = app_namespaces()
     with operator_of(run_as, cluster, release) as operator:
@@ -510,9 +523,6 @@ def test_canary_rollout_as_the_chart_service_account(
         used = authorized(operator.relay.since())
     assert refused == [], "\n".join(str(e) for e in refused)
     assert used <= granted, sorted(used - granted)
-
-
-# test_blue_green_switch_as_the_chart_service_account: to come with blue/green, like the canary's.
 
 
 def test_the_chart_grants_exactly_the_verbs_the_removal_tests_cover(cluster, release):
