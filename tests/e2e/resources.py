@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import yaml
 from kubernetes import client as k8s
 
 from dspy_runtime.fakelm import field_value
+
+if TYPE_CHECKING:
+    from servers import FakeLMServer
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "dspy.dev_dspydeployments.yaml"
@@ -102,3 +112,59 @@ def devset(questions: list[str]) -> dict[str, Any]:
              for q in questions]
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "devset"},
             "data": {"devset.jsonl": "\n".join(lines) + "\n"}}
+
+
+MODEL = "openai/fake-model"
+
+
+def canary(lm: FakeLMServer, steps: list[dict[str, Any]], analysis: dict[str, Any] | None = None,
+           name: str = "qa", **spec: Any) -> dict[str, Any]:
+    rollout: dict[str, Any] = {"strategy": "Canary", "canary": {"steps": steps}}
+    if analysis is not None:
+        rollout["canary"]["analysis"] = analysis
+    return dspy_deployment(
+        name=name,
+        program={"signature": "question -> answer", "module": "Predict"},
+        lm={"model": MODEL, "apiBase": lm.api_base, "apiKeySecretRef": {"name": "openai"}},
+        redis={"mode": "External", "urlSecretRef": {"name": "redis-url"}},
+        routing={"stickyHeader": "X-User-ID"},
+        rollout=rollout,
+        **spec,
+    )
+
+
+class Traffic:
+    """Steady background requests over the runtimes, each from a random user with a fresh
+    question (so the LM is called and the analysis sees real outcomes)."""
+
+    def __init__(self, runtimes: list[Any], rate: float = 25.0) -> None:
+        self.runtimes = runtimes
+        self.interval = 1.0 / rate
+        self.results: list[tuple[float, int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set():
+                runtime = random.choice(self.runtimes)
+                try:
+                    response = client.post(f"{runtime.base}/v1/predict",
+                                           json={"inputs": {"question": f"q-{uuid.uuid4().hex[:12]}"}},
+                                           headers={"X-User-ID": uuid.uuid4().hex})
+                    self.results.append((time.monotonic(), response.status_code, response.json().get("revision")))
+                except httpx.HTTPError:
+                    self.results.append((time.monotonic(), 0, None))
+                self._stop.wait(self.interval)
+
+    def since(self, moment: float) -> list[tuple[float, int, str | None]]:
+        return [result for result in list(self.results) if result[0] >= moment]
+
+    @contextmanager
+    def running(self) -> Iterator[Traffic]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=90)

@@ -9,14 +9,10 @@ publish their windowed figures there for the operator's analysis.
 
 from __future__ import annotations
 
-import json
-import random
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -24,34 +20,14 @@ import pytest
 import yaml
 
 from resources import (
-    REPO, TIMEOUT, api_key_secret, apply_yaml, condition, devset, dspy_deployment, get_dspy, kubectl_dspy,
-    patch_spec, redis_secret, status, wait_phase,
+    MODEL, REPO, TIMEOUT, Traffic, api_key_secret, apply_yaml, canary, condition, devset, dspy_deployment, get_dspy,
+    kubectl_dspy, patch_spec, redis_secret, status, wait_phase,
 )
-from servers import FakeLMServer
 
 
 pytestmark = pytest.mark.timeout(900)
 
-MODEL = "openai/fake-model"
-
-
 # --- helpers ----------------------------------------------------------------------------
-
-
-def canary(lm: FakeLMServer, steps: list[dict[str, Any]], analysis: dict[str, Any] | None = None,
-           name: str = "qa", **spec: Any) -> dict[str, Any]:
-    rollout: dict[str, Any] = {"strategy": "Canary", "canary": {"steps": steps}}
-    if analysis is not None:
-        rollout["canary"]["analysis"] = analysis
-    return dspy_deployment(
-        name=name,
-        program={"signature": "question -> answer", "module": "Predict"},
-        lm={"model": MODEL, "apiBase": lm.api_base, "apiKeySecretRef": {"name": "openai"}},
-        redis={"mode": "External", "urlSecretRef": {"name": "redis-url"}},
-        routing={"stickyHeader": "X-User-ID"},
-        rollout=rollout,
-        **spec,
-    )
 
 
 def predict(runtime: Any, question: str, user: str | None = None) -> dict[str, Any]:
@@ -68,43 +44,6 @@ def wait_served(runtimes: list[Any], cluster: Any, namespace: str, wait_until: A
     wait_until(lambda: all(runtime.serial() >= serial for runtime in runtimes),
                f"every runtime to serve table {serial}", timeout=30)
     return serial
-
-
-class Traffic:
-    """Steady background requests over the runtimes, each from a random user with a fresh
-    question (so the LM is called and the analysis sees real outcomes)."""
-
-    def __init__(self, runtimes: list[Any], rate: float = 25.0) -> None:
-        self.runtimes = runtimes
-        self.interval = 1.0 / rate
-        self.results: list[tuple[float, int, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=60) as client:
-            while not self._stop.is_set():
-                runtime = random.choice(self.runtimes)
-                try:
-                    response = client.post(f"{runtime.base}/v1/predict",
-                                           json={"inputs": {"question": f"q-{uuid.uuid4().hex[:12]}"}},
-                                           headers={"X-User-ID": uuid.uuid4().hex})
-                    self.results.append((time.monotonic(), response.status_code, response.json().get("revision")))
-                except httpx.HTTPError:
-                    self.results.append((time.monotonic(), 0, None))
-                self._stop.wait(self.interval)
-
-    def since(self, moment: float) -> list[tuple[float, int, str | None]]:
-        return [result for result in list(self.results) if result[0] >= moment]
-
-    @contextmanager
-    def running(self) -> Iterator[Traffic]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(timeout=90)
 
 
 class Recorder:

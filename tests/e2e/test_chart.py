@@ -492,8 +492,7 @@ def test_the_operator_as_the_chart_service_account_gets_through_the_scenario_wit
 
 def test_canary_rollout_as_the_chart_service_account(
         cluster, release, run_as, app_namespaces, wait_until, redis_server, fake_lm, runtimes):
-    from resources import kubectl_dspy, patch_spec, redis_secret, status
-    from test_canary import Traffic, canary
+    from resources import Traffic, canary, kubectl_dspy, patch_spec, redis_secret, status
 
     namespace = app_namespaces()
     with operator_of(run_as, cluster, release) as operator:

@@ -26,7 +26,7 @@ import pytest
 
 # Test modules import `served.py` by name; importlib mode does not put this directory on sys.path.
 if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.append(str(Path(__file__).resolve().parent))  # last: never in front of another level's helpers
 
 from dspy_operator import api  # noqa: E402
 from dspy_operator.errors import KubeApiError
