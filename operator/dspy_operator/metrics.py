@@ -26,6 +26,15 @@ OK, ERROR, CONFLICT, SPEC_INVALID = "ok", "error", "conflict", "spec_invalid"
 RESULTS = (OK, ERROR, CONFLICT, SPEC_INVALID)
 VERBS = ("get", "list", "apply", "create", "delete", "patch_status")
 """`list` is the startup discovery read of the resources a group/version serves."""
+ROLLOUT_REASONS = (
+    "CanaryStarted", "CanaryCancelled", "WeightChanged", "AnalysisFailed", "EvaluationPassed", "RolloutPaused",
+    "RolloutAborted", "Promoted", "RolledBack", "RevisionServed", "RevisionLost", "RequestAccepted",
+    "RequestRejected", "MigrationStarted", "PreviewStarted", "PreviewReady", "PreviewCancelled", "SwitchStarted",
+    "Switched", "ScaledDown",
+)
+"""Every reason the rollout machines post (a test reads them from the source): exported at 0 from
+the start, so `increase(...{reason="RolloutAborted"}[15m])` sees the first abort."""
+VERDICTS = ("Pass", "Fail", "Inconclusive")
 PHASES = (c.PHASE_PENDING, c.PHASE_PROGRESSING, c.PHASE_HEALTHY, c.PHASE_DEGRADED, c.PHASE_PAUSED)
 
 # A pass makes zero to a few dozen API calls: milliseconds when idle, seconds when it writes.
@@ -80,6 +89,10 @@ class OperatorMetrics:
             ("phase",), registry=r)
         for result in RESULTS:
             self.reconciles_total.labels(result)
+        for reason in ROLLOUT_REASONS:
+            self.rollout_events_total.labels(reason)
+        for verdict in VERDICTS:
+            self.analysis_verdicts_total.labels(verdict)
         for phase in PHASES:
             self.resources.labels(phase).set(0)
         self._phases: dict[str, str] = {}

@@ -250,3 +250,21 @@ def test_port_0_starts_no_exporter(monkeypatch):
     monkeypatch.setattr(OperatorMetrics, "serve", lambda self, port, address="0.0.0.0": served.append(port))
     startup.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t"))
     assert served == []
+
+
+def test_every_rollout_reason_in_the_source_is_exported_from_the_start():
+    """A counter child that appears at 1 has no 0 before it, and `increase()` misses the first
+    abort: each reason the rollout machines can post is created at 0."""
+    import re
+    from pathlib import Path
+
+    import dspy_operator
+    from dspy_operator.metrics import ROLLOUT_REASONS
+
+    source = "\n".join(path.read_text() for path in Path(dspy_operator.__file__).parent.rglob("*.py"))
+    posted = set(re.findall(r'Event\("([A-Za-z]+)"', source)) | set(re.findall(r'else "([A-Za-z]+)", f"', source))
+    assert "RequestRejected" in posted and "RolloutAborted" in posted
+    assert posted == set(ROLLOUT_REASONS)
+    metrics = OperatorMetrics()
+    assert metrics.registry.get_sample_value("dspy_operator_rollout_events_total", {"reason": "RolloutAborted"}) == 0.0
+    assert metrics.registry.get_sample_value("dspy_operator_analysis_verdicts_total", {"result": "Fail"}) == 0.0
