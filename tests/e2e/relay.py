@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from servers import free_port
 from servers import stop_process as stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,6 +178,8 @@ def start_operator(kubeconfig: Path, log_path: Path, namespaces: Sequence[str] =
     dropped). `verbose` turns on kopf's debug logs: useful in tests, a cost in a benchmark."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
     env.pop("DSPY_OPERATOR_NAMESPACES", None)
+    # Its metrics on a free port, not 8081: several operators may run on this host at once.
+    env["DSPY_OPERATOR_METRICS_PORT"] = str(free_port())
     if namespaces:
         env["DSPY_OPERATOR_NAMESPACES"] = ",".join(namespaces)
     with log_path.open("ab") as log:

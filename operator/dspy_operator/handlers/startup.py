@@ -58,7 +58,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     require_crd(kube)
     # After the CRD check: kopf retries a startup handler that raised, and the port binds once.
     if operator_settings.metrics_port:
-        metrics.serve(operator_settings.metrics_port)
+        try:
+            metrics.serve(operator_settings.metrics_port)
+        except OSError as error:
+            raise kopf.PermanentError(
+                f"cannot serve metrics on port {operator_settings.metrics_port} ({error}): set "
+                "DSPY_OPERATOR_METRICS_PORT to a free port, or 0 to turn the exporter off") from error
     memo.context = Context(
         settings=operator_settings, kube=kube, references=RecentReads(kube.get), redis=RedisAddresses(kube.get),
         buses=RuntimeBuses(), serializer=Serializer(), experiments=Throttle(EXPERIMENT_REFRESH_SECONDS),

@@ -156,6 +156,7 @@ def test_the_dashboard_config_map_holds_the_dashboard_file_with_the_sidecar_labe
 
 
 @pytest.mark.parametrize(("value", "message"), [
+    ("operator.metricsPort=8080", "operator.metricsPort and operator.healthPort must differ"),
     ("podMonitor.interval=30 seconds", "at '/podMonitor/interval'"),
     ("operator.metricsPort=70000", "at '/operator/metricsPort'"),
     ("grafanaDashboard.namespace=Not_A_Name", "at '/grafanaDashboard/namespace'"),

@@ -268,3 +268,15 @@ def test_every_rollout_reason_in_the_source_is_exported_from_the_start():
     metrics = OperatorMetrics()
     assert metrics.registry.get_sample_value("dspy_operator_rollout_events_total", {"reason": "RolloutAborted"}) == 0.0
     assert metrics.registry.get_sample_value("dspy_operator_analysis_verdicts_total", {"result": "Fail"}) == 0.0
+
+
+def test_a_metrics_port_taken_stops_the_operator_with_the_fix(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        monkeypatch.setenv("DSPY_OPERATOR_METRICS_PORT", str(taken.getsockname()[1]))
+        monkeypatch.setattr(startup, "load_api_client", lambda: None)
+        monkeypatch.setattr(startup, "KubeClient", lambda _client, _metrics: type("Kube", (), {
+            "served_resources": lambda self, v: frozenset({api.PLURAL}), "get": lambda self, *a: None})())
+        with pytest.raises(kopf.PermanentError, match="set DSPY_OPERATOR_METRICS_PORT to a free port, or 0"):
+            startup.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo(), logger=logging.getLogger("t"))
