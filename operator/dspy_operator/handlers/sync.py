@@ -13,6 +13,9 @@ this same pass, one at a time per resource (`serialize`). In order:
    Redis push, one per color) and the pod-level children, through the one writer;
 5. report: conditions and phase from what was observed, written only when changed.
 
+Each pass is timed and counted by result in the operator's metrics (`metrics.py`), with the
+rollout Events it posted, the verdict it recorded and the phase it reported.
+
 Status before children: killed between the two, the operator finds the decision in status
 and re-applies it; killed before, nothing was decided. Either way no step is lost or redone.
 """
