@@ -26,15 +26,15 @@ find_go() {
   fi
 }
 
-# go_install_to BIN_DIR PACKAGE@VERSION [LDFLAGS]: `go install` into a temporary GOBIN, then
-# rename into BIN_DIR, so an interrupted build never leaves a half-written binary. Needs GO.
+# go_install_to BIN_DIR PACKAGE@VERSION [LDFLAGS] [TAGS]: `go install` into a temporary GOBIN,
+# then rename into BIN_DIR, so an interrupted build never leaves a half-written binary. Needs GO.
 go_install_to() {
-  local bin="$1" pkg="$2" ldflags="${3:-}" name
+  local bin="$1" pkg="$2" ldflags="${3:-}" tags="${4:-}" name
   name="$(basename "${pkg%@*}")"
   local tmpbin="$bin/.$name-gobin.$$"
   mkdir -p "$tmpbin"
   # `go install pkg@version` ignores any enclosing module; run it from the bin dir anyway.
-  (cd "$bin" && GOBIN="$tmpbin" GOFLAGS='' "$GO" install ${ldflags:+-ldflags "$ldflags"} "$pkg")
+  (cd "$bin" && GOBIN="$tmpbin" GOFLAGS='' "$GO" install ${tags:+-tags "$tags"} ${ldflags:+-ldflags "$ldflags"} "$pkg")
   mv -f "$tmpbin/$name" "$bin/$name"
   rmdir "$tmpbin"
 }

@@ -18,6 +18,7 @@ from kubernetes import config as k8s_config
 
 from dspy_operator import api
 from dspy_operator.errors import KubeApiError
+from dspy_operator.metrics import OperatorMetrics
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"  # JSON is valid YAML: the body goes as JSON
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
@@ -64,15 +65,17 @@ def load_api_client() -> k8s.ApiClient:
 
 class KubeClient:
     """GET, server-side APPLY, CREATE and DELETE of plain dicts (children are observed through
-    kopf's watches and indexes, never listed), and one discovery read at startup."""
+    kopf's watches and indexes, never listed), and one discovery read at startup. Every request
+    is counted in `dspy_operator_api_requests_total{verb,code}` when given `metrics`."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
+    def __init__(self, api_client: k8s.ApiClient, metrics: OperatorMetrics | None = None) -> None:
         self._api = api_client
+        self._metrics = metrics
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The live object, or None when it does not exist."""
         try:
-            return self._call("GET", KINDS[kind].path(namespace, name))
+            return self._call("GET", KINDS[kind].path(namespace, name), verb="get")
         except KubeApiError as error:
             if error.status == 404:
                 return None
@@ -83,7 +86,7 @@ class KubeClient:
         `api_version` (discovery); empty when the group/version is not served at all."""
         base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         try:
-            listing = self._call("GET", base)
+            listing = self._call("GET", base, verb="list")
         except KubeApiError as error:
             if error.status == 404:
                 return frozenset()
@@ -97,6 +100,7 @@ class KubeClient:
         return self._call(
             "PATCH",
             kind.path(metadata["namespace"], metadata["name"]),
+            verb="apply",
             query=[("fieldManager", field_manager), ("force", "true")],
             body=obj,
             content_type=APPLY_CONTENT_TYPE,
@@ -106,7 +110,7 @@ class KubeClient:
         kind = KINDS[obj["kind"]]
         return self._call(
             "POST", kind.path(obj["metadata"]["namespace"]),
-            query=[("fieldManager", field_manager)], body=obj,
+            query=[("fieldManager", field_manager)], body=obj, verb="create",
         )
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any],
@@ -120,14 +124,14 @@ class KubeClient:
             body["metadata"] = {"resourceVersion": resource_version}
         return self._call(
             "PATCH", KINDS[api.KIND].path(namespace, name) + "/status",
-            body=body, content_type=MERGE_CONTENT_TYPE,
+            body=body, content_type=MERGE_CONTENT_TYPE, verb="patch_status",
         )
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete in the background; an object already gone is fine."""
         try:
             self._call("DELETE", KINDS[kind].path(namespace, name),
-                       body={"propagationPolicy": "Background"})
+                       body={"propagationPolicy": "Background"}, verb="delete")
         except KubeApiError as error:
             if error.status != 404:
                 raise
@@ -140,7 +144,9 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         body: dict[str, Any] | None = None,
         content_type: str = "application/json",
+        verb: str,
     ) -> dict[str, Any]:
+        """One request; `verb` (get, list, apply, create, delete, patch_status) labels its count."""
         method, url, headers, payload, post_params = self._api.param_serialize(
             method,
             path,
@@ -149,7 +155,13 @@ class KubeClient:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api.call_api(method, url, headers, payload, post_params)
+        code: int | None = None
+        try:
+            response = self._api.call_api(method, url, headers, payload, post_params)
+            code = response.status
+        finally:
+            if self._metrics is not None:
+                self._metrics.api_request(verb, code)
         data = response.read() or b"{}"
         if not 200 <= response.status <= 299:
             raise KubeApiError(response.status, str(response.reason), _server_message(data))

@@ -16,6 +16,8 @@ from dspy_operator import api
 # upgrading the operator moves unpinned resources to the runtime released with it).
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/dspy-operator/runtime:0.1.0"
 DEFAULT_REDIS_IMAGE = "redis:7.4-alpine"
+DEFAULT_METRICS_PORT = 8081
+"""The operator's own Prometheus metrics (`metrics.py`); kopf's liveness endpoint is another port."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class OperatorSettings:
     redis_image: str = DEFAULT_REDIS_IMAGE
     field_manager: str = api.FIELD_MANAGER
     """Server-side-apply field manager: the name every child's owned fields are recorded under."""
+    metrics_port: int = DEFAULT_METRICS_PORT
+    """Port of `GET /metrics`; 0 turns the exporter off."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -42,8 +46,21 @@ class OperatorSettings:
             runtime_image=env.get("DSPY_OPERATOR_RUNTIME_IMAGE") or DEFAULT_RUNTIME_IMAGE,
             redis_image=env.get("DSPY_OPERATOR_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE,
             field_manager=env.get("DSPY_OPERATOR_FIELD_MANAGER") or api.FIELD_MANAGER,
+            metrics_port=_port(env.get("DSPY_OPERATOR_METRICS_PORT") or str(DEFAULT_METRICS_PORT)),
         )
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+
+def _port(text: str) -> int:
+    """A TCP port number or 0; anything else stops the operator at startup with the fix."""
+    try:
+        port = int(text.strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"DSPY_OPERATOR_METRICS_PORT={text!r}: give a port number (1-65535), or 0 to turn "
+                         "the metrics exporter off")
+    return port

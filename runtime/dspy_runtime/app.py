@@ -138,6 +138,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
     for model in {v.model for v in router.state.variants} | {e.spec.model for e in fallbacks}:
         costs.pricing(model)  # resolve prices now, off the request path
     budget = Budget(settings.daily_budget_usd, redis.client if redis is not None else None)
+    metrics.watch_budget(budget)
     shadow_spend = Budget(None, redis.client if redis is not None else None, key_prefix=SHADOW_SPEND_KEY_PREFIX)
     limiter = RateLimiter(settings.rate_limit_rps, settings.effective_rate_limit_burst)
 

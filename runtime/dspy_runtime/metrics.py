@@ -17,13 +17,22 @@ from collections.abc import Mapping
 from enum import Enum
 from types import MappingProxyType
 
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
 M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class _Budget(Protocol):
+    """What ``watch_budget`` reads of ``resilience.Budget`` (not imported: metrics has no deps)."""
+
+    daily_usd: float | None
+
+    @property
+    def known_today(self) -> float: ...
 
 # Cached predictions finish in tens to hundreds of microseconds and LM calls in
 # milliseconds to tens of seconds: the buckets cover both ends with ~2.5x steps.
@@ -119,6 +128,18 @@ class Metrics:
             ("revision", "variant"),
             registry=r,
         )
+        # The daily budget (DAILY_BUDGET_USD), for dashboards and the "budget nearly spent" alert.
+        self.budget_daily_usd = Gauge(
+            "dspy_budget_daily_usd",
+            "The daily spend limit in US dollars (DAILY_BUDGET_USD); 0 means unlimited.",
+            registry=r,
+        )
+        self.budget_spent_today_usd = Gauge(
+            "dspy_budget_spent_today_usd",
+            "Today's (UTC) spend in US dollars as this pod last knew it: the total every replica "
+            "shares through Redis, or this pod's own without Redis.",
+            registry=r,
+        )
         # (family, label values) -> child; label values are low-cardinality by contract.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 
@@ -138,6 +159,11 @@ class Metrics:
         """Export a breaker state (a ``BreakerState`` or its value) as the gauge encoding."""
         value = state.value if isinstance(state, Enum) else state
         self.circuit_breaker_state.labels(model).set(BREAKER_STATE_VALUES[value])
+
+    def watch_budget(self, budget: _Budget) -> None:
+        """Export ``budget``'s limit, and its spend read at scrape time (no I/O)."""
+        self.budget_daily_usd.set(budget.daily_usd or 0)
+        self.budget_spent_today_usd.set_function(lambda: budget.known_today)
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``GET /metrics``."""

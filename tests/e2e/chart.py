@@ -395,7 +395,7 @@ def container_of(workload: dict[str, Any]) -> dict[str, Any]:
 class StandIn:
     """A container of the chart run on this machine (kwok pods run nothing): its command and
     arguments, its environment (plain values only: the chart sets no others), `KUBECONFIG`
-    pointing at an audited proxy, and the liveness endpoint moved to a free loopback port."""
+    pointing at an audited proxy, and the liveness and metrics endpoints moved to free ports."""
 
     def __init__(self, workload: dict[str, Any], kubeconfig: Path, log_path: Path,
                  entrypoint: Sequence[str], extra_env: dict[str, str] | None = None) -> None:
@@ -410,6 +410,8 @@ class StandIn:
             self.health_port = free_port()
             self.health = f"http://127.0.0.1:{self.health_port}{urlsplit(env['DSPY_OPERATOR_LIVENESS']).path}"
             env["DSPY_OPERATOR_LIVENESS"] = self.health
+        if env.get("DSPY_OPERATOR_METRICS_PORT", "0") != "0":
+            env["DSPY_OPERATOR_METRICS_PORT"] = str(free_port())  # not the chart's 8081: processes share this host
         env.update({"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **(extra_env or {})})
         command = list(spec.get("command") or entrypoint)
         if command[:1] == ["python"]:

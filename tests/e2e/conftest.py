@@ -291,6 +291,8 @@ class Operator:
     kubeconfig: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    metrics_port: int = field(default_factory=free_port)
+    """Where the process serves its own /metrics (kept across restarts)."""
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -302,7 +304,7 @@ class Operator:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
         restarted = time.monotonic()
-        self.process = start_operator(self.kubeconfig, self.log_path)
+        self.process = start_operator(self.kubeconfig, self.log_path, metrics_port=self.metrics_port)
         wait_until(lambda: any(r.at >= restarted and "dspydeployments" in r.path for r in self.relay.requests),
                    "the restarted operator to list DSPyDeployments")
 
@@ -315,7 +317,7 @@ def operator(cluster: Any, crd: str, tmp_path_factory: pytest.TempPathFactory,
     workdir = tmp_path_factory.mktemp("operator")
     with relayed_proxy(cluster.kubectl_bin, cluster.kubeconfig, workdir / "kubeconfig") as relay:
         handle = Operator(relay=relay, kubeconfig=workdir / "kubeconfig", log_path=workdir / "operator.log")
-        handle.process = start_operator(handle.kubeconfig, handle.log_path)
+        handle.process = start_operator(handle.kubeconfig, handle.log_path, metrics_port=handle.metrics_port)
         failed_before = request.session.testsfailed
         try:
             yield handle

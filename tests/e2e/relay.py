@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from servers import free_port
 from servers import stop_process as stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,13 +171,16 @@ def relayed_proxy(kubectl_bin: str, kubeconfig: Path, relay_kubeconfig: Path) ->
 
 
 def start_operator(kubeconfig: Path, log_path: Path, namespaces: Sequence[str] = (),
-                   verbose: bool = True) -> subprocess.Popen[bytes]:
+                   verbose: bool = True, metrics_port: int | None = None) -> subprocess.Popen[bytes]:
     """`python -m dspy_operator` against `kubeconfig`, output appended to `log_path`.
 
     `namespaces` empty means cluster-wide (any DSPY_OPERATOR_NAMESPACES of the caller is
-    dropped). `verbose` turns on kopf's debug logs: useful in tests, a cost in a benchmark."""
+    dropped). `verbose` turns on kopf's debug logs: useful in tests, a cost in a benchmark.
+    `metrics_port`: where it serves /metrics (default: a free port)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
     env.pop("DSPY_OPERATOR_NAMESPACES", None)
+    # Its metrics on a free port, not 8081: several operators may run on this host at once.
+    env["DSPY_OPERATOR_METRICS_PORT"] = str(metrics_port or free_port())
     if namespaces:
         env["DSPY_OPERATOR_NAMESPACES"] = ",".join(namespaces)
     with log_path.open("ab") as log:

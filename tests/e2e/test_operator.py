@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import yaml
 from kubernetes import client as k8s
@@ -53,6 +54,37 @@ def test_children_appear_owned_and_resource_becomes_healthy(cluster, operator, n
     # The scale subresource works through status.selector and status.replicas.
     scale = custom(cluster).get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "qa")
     assert scale["status"]["replicas"] == 2 and "dspy.dev/deployment=qa" in scale["status"]["selector"]
+
+
+def scrape_operator(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_the_operator_serves_its_own_metrics_counting_what_it_did(cluster, operator, namespace, wait_until):
+    """The real process on its DSPY_OPERATOR_METRICS_PORT: passes, the API calls it made (as the
+    relay saw them answered), the resource's phase."""
+    apply_yaml(cluster, namespace, [api_key_secret(), dspy_deployment(name="qm", redis={"mode": "Disabled"})])
+    wait_phase(cluster, wait_until, namespace, "qm", "Healthy")
+
+    def counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        samples = scrape_operator(operator.metrics_port)
+        healthy = samples.get(("dspy_operator_resources", (("phase", "Healthy"),)), 0)
+        return samples if healthy >= 1 else None
+
+    samples = wait_until(counted, "the operator's metrics to count qm Healthy")
+    assert samples[("dspy_operator_reconciles_total", (("result", "ok"),))] >= 1
+    assert samples[("dspy_operator_reconcile_duration_seconds_count", ())] >= 1
+    answered = {(labels["verb"], labels["code"]): count for (name, pairs), count in samples.items()
+                if name == "dspy_operator_api_requests_total" and (labels := dict(pairs))}
+    assert answered.get(("apply", "201"), 0) >= 1, f"server-side apply creating the children: {answered}"
+    assert answered.get(("patch_status", "200"), 0) >= 1, answered
+    assert answered.get(("list", "200"), 0) >= 1, f"the startup discovery read: {answered}"
+    assert samples[("dspy_operator_rollout_events_total", (("reason", "RolloutAborted"),))] == 0
 
 
 def test_every_example_reconciles_to_the_phase_it_promises(cluster, operator, namespace, wait_until):

@@ -73,5 +73,7 @@ def step_rollout(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, retry
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
 def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Drop what the serializer remembers of a deleted resource (children go by garbage collection)."""
+    """Drop what the serializer and the phase gauge remember of a deleted resource (children go
+    by garbage collection)."""
     from_memo(memo).serializer.forget(body["metadata"]["uid"])
+    from_memo(memo).metrics.forget(body["metadata"]["uid"])

@@ -11,6 +11,7 @@ from dspy_operator import api
 from dspy_operator.handlers.context import Context, from_memo
 from dspy_operator.handlers.serialize import Serializer
 from dspy_operator.kube import KubeClient, load_api_client
+from dspy_operator.metrics import OperatorMetrics
 from dspy_operator.observe import EXPERIMENT_REFRESH_SECONDS, RedisAddresses, Throttle
 from dspy_operator.reconcile.inputs import RecentReads
 from dspy_operator.runtimebus import RuntimeBuses
@@ -52,16 +53,26 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # CRD exists before the operator starts (checked below), so those watches would only need
     # RBAC the chart does not grant (kopf meets a 403 and warns otherwise).
     settings.scanning.disabled = True
-    kube = KubeClient(load_api_client())
+    metrics = OperatorMetrics()
+    kube = KubeClient(load_api_client(), metrics)
     require_crd(kube)
+    # After the CRD check: kopf retries a startup handler that raised, and the port binds once.
+    if operator_settings.metrics_port:
+        try:
+            metrics.serve(operator_settings.metrics_port)
+        except OSError as error:
+            raise kopf.PermanentError(
+                f"cannot serve metrics on port {operator_settings.metrics_port} ({error}): set "
+                "DSPY_OPERATOR_METRICS_PORT to a free port, or 0 to turn the exporter off") from error
     memo.context = Context(
         settings=operator_settings, kube=kube, references=RecentReads(kube.get), redis=RedisAddresses(kube.get),
         buses=RuntimeBuses(), serializer=Serializer(), experiments=Throttle(EXPERIMENT_REFRESH_SECONDS),
-        shadows=Throttle(EXPERIMENT_REFRESH_SECONDS),
+        shadows=Throttle(EXPERIMENT_REFRESH_SECONDS), metrics=metrics,
     )
     logger.info(
-        "dspy-operator: namespaces=%s runtime image=%s",
+        "dspy-operator: namespaces=%s runtime image=%s metrics=%s",
         ",".join(operator_settings.namespaces) or "<all>", operator_settings.runtime_image,
+        f":{operator_settings.metrics_port}/metrics" if operator_settings.metrics_port else "off",
     )
 
 
@@ -80,5 +91,6 @@ def require_crd(kube: KubeClient) -> None:
 
 @kopf.on.cleanup()
 def close_connections(memo: kopf.Memo, **_: Any) -> None:
-    """Close the Redis pools on shutdown."""
+    """Close the Redis pools and the metrics exporter on shutdown."""
     from_memo(memo).buses.close()
+    from_memo(memo).metrics.close()

@@ -13,6 +13,9 @@ this same pass, one at a time per resource (`serialize`). In order:
    Redis push, one per color) and the pod-level children, through the one writer;
 5. report: conditions and phase from what was observed, written only when changed.
 
+Each pass is timed and counted by result in the operator's metrics (`metrics.py`), with the
+rollout Events it posted, the verdict it recorded and the phase it reported.
+
 Status before children: killed between the two, the operator finds the decision in status
 and re-applies it; killed before, nothing was decided. Either way no step is lost or redone.
 """
@@ -33,6 +36,7 @@ from dspy_operator import api, observe
 from dspy_operator.errors import KubeApiError, SpecProblems, as_temporary
 from dspy_operator.handlers.context import Context
 from dspy_operator.handlers.indexes import Key, children_of
+from dspy_operator.metrics import CONFLICT
 from dspy_operator.reconcile.common import Owner, canonical_hash
 from dspy_operator.reconcile.core import Result, Served, reconcile
 from dspy_operator.reconcile.inputs import Inputs, resolve
@@ -60,17 +64,18 @@ def sync(body: Mapping[str, Any], context: Context, index: kopf.Index[Key, dict[
          *, fresh: bool, retry: int) -> Result:
     """Run the pass; a second conflict in a row is retried by kopf a second later."""
     uid = body["metadata"]["uid"]
-    with context.serializer.hold(uid):
+    with context.serializer.hold(uid), context.metrics.reconciling() as outcome:
         snapshot = context.serializer.freshest(uid, body)
         try:
             try:
-                return _pass(snapshot, context, index, logger, fresh)
+                return outcome.of(_pass(snapshot, context, index, logger, fresh))
             except _Conflict:
                 latest = context.kube.get(api.KIND, snapshot["metadata"]["namespace"], snapshot["metadata"]["name"])
                 if latest is None:
                     raise kopf.TemporaryError("the resource is gone", delay=RETRY_CONFLICT_SECONDS) from None
-                return _pass(latest, context, index, logger, fresh)
+                return outcome.of(_pass(latest, context, index, logger, fresh))
         except _Conflict:
+            outcome.result = CONFLICT
             raise kopf.TemporaryError("status changed during the pass; retrying", delay=RETRY_CONFLICT_SECONDS) from None
         except KubeApiError as error:
             raise as_temporary(error, retry) from error
@@ -150,6 +155,7 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
                            served_by=served_by, experiment=experiment, shadow=shadow,
                            shadow_gone=not observe.has_shadow(owner, new_state), now=now)
     _report(body, context, status, result, report, now, events)
+    context.metrics.rollout(state.last_analysis, new_state.last_analysis, (event.reason for event in events))
     return result
 
 
@@ -247,6 +253,7 @@ def _report(body: Mapping[str, Any], context: Context, status: Mapping[str, Any]
         metadata = body["metadata"]
         written = context.kube.patch_status(metadata["namespace"], metadata["name"], changes)
         context.serializer.remember(metadata["uid"], written)
+    context.metrics.phase(body["metadata"]["uid"], new_status.get("phase"))
     for event in events:
         (kopf.warn if event.warning else kopf.info)(body, reason=event.reason, message=event.message)
     _post_events(body, status, new_status, result)

@@ -67,6 +67,14 @@ class Budget:
         """False while the shared counter is unreachable and the local count is used."""
         return self._redis is None or self._window.healthy
 
+    @property
+    def known_today(self) -> float:
+        """Today's spend as last known here (the shared total last read or written, plus what is
+        pending), without any I/O: what ``dspy_budget_spent_today_usd`` exports."""
+        if self._now().strftime("%Y-%m-%d") != self._day:
+            return 0.0
+        return self._seen + self._pending
+
     async def exhausted(self) -> bool:
         if self.daily_usd is None:
             return False

@@ -215,8 +215,8 @@ def test_one_replica_replaced_by_recreate(operator):
 def test_the_probes_hit_kopfs_liveness_endpoint_where_the_operator_serves_it(operator):
     main = container(operator)
     liveness = urlsplit(env_of(operator)["DSPY_OPERATOR_LIVENESS"])
-    [port] = main["ports"]
-    assert (port["name"], port["containerPort"]) == ("health", liveness.port)
+    ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+    assert ports == {"health": liveness.port, "metrics": 8081}, "metrics: tests/unit/chart/test_monitoring.py"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert main[probe]["httpGet"] == {"path": liveness.path, "port": "health"}, probe
     assert liveness.hostname == "0.0.0.0", "reachable by the kubelet"

@@ -32,7 +32,8 @@ class FakeKube:
 
 def configure(monkeypatch: pytest.MonkeyPatch, kube: FakeKube) -> kopf.OperatorSettings:
     monkeypatch.setattr(startup, "load_api_client", lambda: None)
-    monkeypatch.setattr(startup, "KubeClient", lambda _client: kube)
+    monkeypatch.setattr(startup, "KubeClient", lambda _client, _metrics=None: kube)
+    monkeypatch.setenv("DSPY_OPERATOR_METRICS_PORT", "0")  # no exporter: test_metrics serves one
     settings = kopf.OperatorSettings()
     startup.configure(settings=settings, memo=kopf.Memo(), logger=LOGGER)
     return settings

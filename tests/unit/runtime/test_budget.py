@@ -89,3 +89,21 @@ async def test_concurrent_spends_share_writes_and_all_land_in_redis() -> None:
     assert redis.transactions == 2
     assert redis.value == pytest.approx(1.0)
     assert await budget.spend(0.0) == pytest.approx(1.0)
+
+
+async def test_the_budget_metrics_export_the_limit_and_todays_known_spend() -> None:
+    from dspy_runtime.metrics import Metrics
+
+    today = Today()
+    metrics = Metrics()
+    budget = Budget(5.0, None, now=today)
+    metrics.watch_budget(budget)
+    read = metrics.registry.get_sample_value
+    assert (read("dspy_budget_daily_usd"), read("dspy_budget_spent_today_usd")) == (5.0, 0.0)
+    await budget.spend(1.25)
+    assert read("dspy_budget_spent_today_usd") == pytest.approx(1.25), "read at scrape time"
+    today.now += timedelta(minutes=2)
+    assert read("dspy_budget_spent_today_usd") == 0.0, "a new UTC day, before any call rolls it"
+    unlimited = Metrics()
+    unlimited.watch_budget(Budget(None, None))
+    assert unlimited.registry.get_sample_value("dspy_budget_daily_usd") == 0.0
