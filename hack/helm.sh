@@ -25,30 +25,14 @@ CACHE="$DSPY_CACHE_ROOT/helm-$HELM_VERSION-kube$HELM_KUBE_MAJOR.$HELM_KUBE_MINOR
 BIN="$CACHE/bin"
 HELM="$BIN/helm"
 
-build() {
-  if [[ -x "$HELM" ]]; then
-    [[ "${1:-}" == quiet ]] || say "reusing cached helm $HELM_VERSION in $BIN"
-    return 0
-  fi
-  find_go
-  say "building helm $HELM_VERSION into $BIN (Go: $("$GO" version))"
-  info "a cold build takes ~2 minutes of CPU the first time; later runs reuse the cache"
-  mkdir -p "$BIN"
-  trap 'rm -rf "$BIN"/.helm-gobin.$$' EXIT
-  local t
-  t="$(now)"
-  local h=helm.sh/helm/v3 ldflags
-  ldflags="-s -w -X $h/internal/version.version=$HELM_VERSION -X $h/internal/version.gitTreeState=clean"
-  ldflags+=" -X $h/pkg/chartutil.k8sVersionMajor=$HELM_KUBE_MAJOR -X $h/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR"
-  ldflags+=" -X $h/pkg/lint/rules.k8sVersionMajor=$HELM_KUBE_MAJOR -X $h/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR"
-  go_install_to "$BIN" "$h/cmd/helm@$HELM_VERSION" "$ldflags"
-  trap - EXIT
-  info "helm done in $(since "$t") s: $("$HELM" version --short), Kubernetes $HELM_KUBE_MAJOR.$HELM_KUBE_MINOR by default"
-}
+TOOL_VERSION="$HELM_VERSION"
+TOOL_PACKAGE=helm.sh/helm/v3/cmd/helm
+TOOL_TAGS=""
+TOOL_HINT="a cold build takes ~2 minutes of CPU the first time; later runs reuse the cache"
+h=helm.sh/helm/v3
+TOOL_LDFLAGS="-s -w -X $h/internal/version.version=$HELM_VERSION -X $h/internal/version.gitTreeState=clean"
+TOOL_LDFLAGS+=" -X $h/pkg/chartutil.k8sVersionMajor=$HELM_KUBE_MAJOR -X $h/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR"
+TOOL_LDFLAGS+=" -X $h/pkg/lint/rules.k8sVersionMajor=$HELM_KUBE_MAJOR -X $h/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR"
+tool_version() { printf '%s, Kubernetes %s by default' "$("$HELM" version --short)" "$HELM_KUBE_MAJOR.$HELM_KUBE_MINOR"; }
 
-case "${1:-}" in
-  build) build ;;
-  path) build quiet >&2; printf '%s\n' "$HELM" ;;
-  -h|--help|help|"") sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-  *) build quiet >&2; exec "$HELM" "$@" ;;
-esac
+cached_tool_main helm "$HELM" 2,9p "$@"

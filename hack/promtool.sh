@@ -26,27 +26,12 @@ CACHE="$DSPY_CACHE_ROOT/promtool-$PROMETHEUS_VERSION-$PROMTOOL_TAGS"
 BIN="$CACHE/bin"
 PROMTOOL="$BIN/promtool"
 
-build() {
-  if [[ -x "$PROMTOOL" ]]; then
-    [[ "${1:-}" == quiet ]] || say "reusing cached promtool $PROMETHEUS_VERSION in $BIN"
-    return 0
-  fi
-  find_go
-  say "building promtool $PROMETHEUS_VERSION into $BIN (Go: $("$GO" version))"
-  info "a cold build takes a few minutes the first time (plus module downloads); later runs reuse the cache"
-  mkdir -p "$BIN"
-  trap 'rm -rf "$BIN"/.promtool-gobin.$$' EXIT
-  local t p=github.com/prometheus/common/version
-  t="$(now)"
-  go_install_to "$BIN" "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" \
-    "-s -w -X $p.Version=$PROMETHEUS_VERSION -X $p.Branch=module -X $p.Revision=$PROMETHEUS_VERSION" "$PROMTOOL_TAGS"
-  trap - EXIT
-  info "promtool done in $(since "$t") s: $("$PROMTOOL" --version 2>&1 | head -1)"
-}
+TOOL_VERSION="$PROMETHEUS_VERSION"
+TOOL_PACKAGE=github.com/prometheus/prometheus/cmd/promtool
+TOOL_TAGS="$PROMTOOL_TAGS"
+TOOL_HINT="a cold build takes a few minutes the first time (plus module downloads); later runs reuse the cache"
+p=github.com/prometheus/common/version
+TOOL_LDFLAGS="-s -w -X $p.Version=$PROMETHEUS_VERSION -X $p.Branch=module -X $p.Revision=$PROMETHEUS_VERSION"
+tool_version() { "$PROMTOOL" --version 2>&1 | head -1; }
 
-case "${1:-}" in
-  build) build ;;
-  path) build quiet >&2; printf '%s\n' "$PROMTOOL" ;;
-  -h|--help|help|"") sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-  *) build quiet >&2; exec "$PROMTOOL" "$@" ;;
-esac
+cached_tool_main promtool "$PROMTOOL" 2,11p "$@"
