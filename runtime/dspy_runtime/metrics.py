@@ -13,7 +13,7 @@ The request path uses pre-bound label children (``bound``, ``cache_op``), becaus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from types import MappingProxyType
 
@@ -164,6 +164,24 @@ class Metrics:
         """Export ``budget``'s limit, and its spend read at scrape time (no I/O)."""
         self.budget_daily_usd.set(budget.daily_usd or 0)
         self.budget_spent_today_usd.set_function(lambda: budget.known_today)
+
+    def declare_variants(self, served: Iterable[tuple[str, str, str]], failures: Iterable[str]) -> None:
+        """Export the series of every served (model, revision, variant) at 0 before its first
+        request: its predictions (ok, and each server error), its computed and cached latency and
+        its cost. Called at scrape time with the live table, so a new canary's series exist from
+        its first scrape on: `increase()` and `rate()` only see increments between two samples,
+        and a series first scraped at 1 would hide that first request from a Prometheus-based
+        analysis (and a first error from an error-rate alert). `failures`: the server errors'
+        ``status`` values (``errors.server_error_types()``; metrics imports nothing of the app)."""
+        statuses = ("ok", *failures)
+        for model, revision, variant in served:
+            if (self.predictions_total, (model, revision, variant, "ok")) in self._children:
+                continue  # declared (or served) before; bound() children are never removed
+            for status in statuses:
+                self.bound(self.predictions_total, model, revision, variant, status)
+            for cached in ("false", "true"):
+                self.bound(self.prediction_duration_seconds, model, revision, variant, cached)
+            self.bound(self.cost_usd_total, model, revision, variant)
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``GET /metrics``."""
