@@ -41,6 +41,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000)
+STREAM_COMPLETE, STREAM_ERROR = "complete", "error"
+"""``result`` of ``dspy_stream_responses_total``."""
+
 BREAKER_STATE_VALUES: Mapping[str, int] = MappingProxyType({"closed": 0, "open": 1, "half_open": 2})
 """Gauge encoding of ``dspy_circuit_breaker_state`` (keys are ``BreakerState`` values)."""
 
@@ -140,6 +144,22 @@ class Metrics:
             "shares through Redis, or this pod's own without Redis.",
             registry=r,
         )
+        # Batch and streaming predictions: each item and each stream is also a prediction above.
+        self.batch_items = Histogram(
+            "dspy_batch_items",
+            "Items per POST /v1/predict/batch request (its _count: batch requests served).",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.stream_responses_total = Counter(
+            "dspy_stream_responses_total",
+            "Streamed predictions by how the stream ended: complete (the final body sent) or error "
+            "(an error event after the first chunk). A failure before any chunk is a plain JSON error.",
+            ("result",),
+            registry=r,
+        )
+        for result in (STREAM_COMPLETE, STREAM_ERROR):
+            self.stream_responses_total.labels(result)  # exported at 0, so increase() sees the first
         # (family, label values) -> child; label values are low-cardinality by contract.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 

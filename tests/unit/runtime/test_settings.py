@@ -14,6 +14,7 @@ ENV_NAMES = (
     "OPENAI_API_KEY", "LM_API_KEY", "LM_MODEL", "LM_FALLBACK_MODELS", "LM_PRICING", "REDIS_URL",
     "DSPY_MODULE", "DSPY_SIGNATURE", "PROGRAM_PATH", "ROUTING_PATH", "DAILY_BUDGET_USD", "PORT", "LOG_LEVEL",
     "LM_API_BASE", "ROUTING_REDIS_KEY", "DSPY_RESOURCE", "WINDOW_FLUSH_SECS", "HOSTNAME", "POD_NAME",
+    "MAX_BATCH_ITEMS", "BATCH_CONCURRENCY",
 )  # fmt: skip
 
 
@@ -32,6 +33,7 @@ def test_defaults():
     assert s.lm_fallback_models == ()
     assert s.daily_budget_usd is None and s.rate_limit_rps == 0
     assert s.effective_lm_api_key is None
+    assert (s.max_batch_items, s.batch_concurrency) == (100, 8)
 
 
 def test_environment_names_and_parsing(monkeypatch):
@@ -73,6 +75,8 @@ def test_lm_api_key_falls_back_to_openai_api_key(monkeypatch):
         ("LM_PRICING", '{"m": {"promptPerMillion": -1, "completionPerMillion": 1}}', "LM_PRICING"),
         ("PROGRAM_PATH", "/does/not/exist.json", "is not a readable file"),
         ("LM_MODEL", "  ", "LM_MODEL"),
+        ("MAX_BATCH_ITEMS", "0", "MAX_BATCH_ITEMS"),
+        ("BATCH_CONCURRENCY", "many", "BATCH_CONCURRENCY"),
     ],
 )
 def test_nonsense_is_refused_with_a_message_naming_the_setting(monkeypatch, name, value, fragment):
