@@ -43,7 +43,7 @@ def test_api_key_never_appears_in_output_or_responses(spawn_runtime, fake_lm, te
     bodies = []
     with httpx.Client(base_url=process.url, timeout=60) as client:
         bodies.append(client.post("/v1/predict", json={"input": "hello"}).text)
-        bodies.append(client.post("/v1/predict", content=b"{broken").text)
+        bodies.append(client.post("/v1/predict", content=b"{broken", headers={"content-type": "application/json"}).text)
         bodies.append(client.post("/v1/predict", json={"inputs": {"nope": 1}}).text)
         fake_lm.configure(failure_rate=1.0)
         bodies.append(client.post("/v1/predict", json={"input": "provider down"}).text)

@@ -20,7 +20,7 @@ from ..logs import request_id_var
 from ..service import PredictCall
 from .deps import runtime_of
 from .responses import JSON
-from .schemas import PredictRequest
+from .schemas import WITH_A_BODY, PredictRequest, PredictResponse, documented
 
 
 class RequestRoute(APIRoute):
@@ -52,6 +52,7 @@ def add_route(app: FastAPI) -> None:
         route_class_override=RequestRoute,
         methods=["POST"],
         summary="Run the program on one set of inputs",
+        responses=documented(PredictResponse, *WITH_A_BODY, 429, 502, 504),
         # The route reads the body itself (see RequestContextMiddleware), so the schema is declared here.
         openapi_extra={
             "requestBody": {

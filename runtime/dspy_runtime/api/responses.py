@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JSON(Response):
-    media_type = "application/json"
+class JSON(JSONResponse):
+    """Starlette's ``JSONResponse`` rendered by orjson. A ``JSONResponse`` subclass so that
+    FastAPI documents a route's body by its response model, not as ``{"type": "string"}``."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, default=str)
