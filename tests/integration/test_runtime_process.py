@@ -92,3 +92,12 @@ def test_missing_routing_table_fails_startup_without_a_traceback(spawn_runtime, 
     assert "startup failed" in output
     assert "ROUTING_PATH" in output and str(missing) in output
     assert "Traceback" not in output
+
+
+def test_a_malformed_redis_url_is_one_line_naming_the_setting(spawn_runtime):
+    process = spawn_runtime(REDIS_URL="redis://user:hunter2-password")  # no '@': the password reads as a port
+    assert process.wait() == 2
+    output = process.output()
+    assert output.splitlines()[0] == "dspy-runtime: invalid settings:"
+    assert output.splitlines()[1].startswith("  REDIS_URL: ") and len(output.splitlines()) == 2
+    assert "Traceback" not in output and "hunter2" not in output
