@@ -45,7 +45,8 @@ CONFIG = schemathesis.Config.from_dict(
 
 
 @pytest.fixture(scope="module")
-def runtime(spawn_module_runtime):
+def runtime(spawn_module_runtime, fake_lm_server):
+    fake_lm_server.reset()  # a healthy LM, whatever an earlier test left configured (held, failing)
     process = spawn_module_runtime()
     process.wait_ready()
     assert httpx.get(f"{process.url}/openapi.json", timeout=30).json() == DOCUMENT
