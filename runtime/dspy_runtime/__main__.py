@@ -1,8 +1,4 @@
-"""``dspy-runtime``: serve the configured DSPy program with uvicorn.
-
-One worker per pod (Kubernetes scales pods, and the in-process cache and
-single-flight work best in one process), uvloop and httptools when installed,
-uvicorn's access log off (the runtime logs one JSON line per request itself).
+"""``dspy-runtime``: serve the configured DSPy program with uvicorn (``server.build_server``).
 
 Exit codes: 0 after a clean stop, SIGTERM included (the normal way Kubernetes
 stops a pod: stop accepting, finish in-flight requests, exit); 2 for invalid
@@ -15,12 +11,12 @@ import signal
 import sys
 from types import FrameType
 
-import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from .app import create_app
 from .logs import configure_logging
+from .server import build_server
 from .settings import RuntimeSettings, describe_errors, get_settings
 
 EXIT_BAD_SETTINGS = 2
@@ -46,21 +42,7 @@ def main() -> int:
         print(f"dspy-runtime: invalid settings: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     configure_logging(settings.log_level, settings.log_format, _secrets(settings))
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        access_log=False,
-        log_config=None,  # keep the handlers configure_logging installed
-        log_level=settings.log_level.lower(),
-        server_header=False,
-        timeout_graceful_shutdown=settings.shutdown_timeout_secs,
-    )
-    server = uvicorn.Server(config)
+    server = build_server(create_app(settings), settings)
     # Uvicorn drains on SIGTERM, then restores the previous handler and re-raises the
     # signal, which would end the process "killed by SIGTERM". With this handler in
     # place the re-raised signal becomes a normal exit 0.

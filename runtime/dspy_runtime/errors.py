@@ -6,17 +6,23 @@ written for the caller and never carry a stack trace, a secret or raw inputs.
 
     ServiceError                     500 internal_error   (unexpected: generic message)
     ├── BadRequest                   400 malformed_json
+    ├── RequestTimeout               408 request_timeout   (the body did not arrive in BODY_TIMEOUT_SECS)
     ├── InvalidInput                 422 invalid_input     (unknown variant, missing fields, ...)
     ├── PayloadTooLarge              413 payload_too_large
+    ├── UnsupportedMediaType         415 unsupported_media_type (a body not sent as application/json)
     ├── RateLimited                  429 rate_limited      (Retry-After)
     ├── BudgetExhausted              429 budget_exhausted  (Retry-After: next UTC midnight)
     ├── CircuitOpen                  503 circuit_open      (every model's breaker open; Retry-After)
     ├── NotReady                     503 not_ready
+    ├── ShuttingDown                 503 shutting_down     (still running when SHUTDOWN_TIMEOUT_SECS ran out)
     ├── UpstreamTimeout              504 upstream_timeout  (the LM did not answer in LM_TIMEOUT_SECS)
     └── UpstreamError                502 upstream_error    (the LM failed, or answered unparsably)
 
 Plain HTTP errors (404, 405) use the same body with types ``not_found`` and
-``method_not_allowed``.
+``method_not_allowed``; so do the refusals the HTTP server itself sends before any
+route runs (``server.py``): 400 ``bad_request`` (unparsable HTTP), 408
+``request_timeout`` (a request head slower than HEADER_TIMEOUT_SECS) and 431
+``headers_too_large`` (a head over MAX_HEADER_BYTES).
 """
 
 from __future__ import annotations
@@ -46,6 +52,16 @@ class ServiceError(Exception):
 class BadRequest(ServiceError):
     status_code = 400
     error_type = "malformed_json"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    error_type = "request_timeout"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    error_type = "unsupported_media_type"
 
 
 class InvalidInput(ServiceError):
@@ -78,6 +94,11 @@ class NotReady(ServiceError):
     error_type = "not_ready"
 
 
+class ShuttingDown(ServiceError):
+    status_code = 503
+    error_type = "shutting_down"
+
+
 class UpstreamTimeout(ServiceError):
     status_code = 504
     error_type = "upstream_timeout"
@@ -108,8 +129,10 @@ HTTP_ERROR_TYPES: dict[int, str] = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    431: "headers_too_large",
 }
 
 

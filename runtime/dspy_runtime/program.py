@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 MODULES: dict[str, type[dspy.Module]] = {"Predict": dspy.Predict, "ChainOfThought": dspy.ChainOfThought}
 assert set(MODULES) == set(KNOWN_MODULES)
 
+MAX_INPUT_DEPTH = 32
+"""How deeply lists and objects may nest in one input value (``"q"`` is 0, ``["q"]`` is 1).
+
+Everything downstream of the parser recurses over inputs with its own limit: the
+cache key's encoder (orjson) at 255 levels, DSPy's formatting at Python's recursion
+limit (a RecursionError, 500, with the cache off). One bound well below all of them,
+checked before any of them runs, gives the same 422 on every path; no LM prompt
+needs more."""
+
 
 class ProgramError(Exception):
     """A program that cannot be built or loaded: a startup error, or a rejected routing table."""
@@ -133,9 +142,14 @@ class Program:
     input_fields: tuple[str, ...]
     output_fields: tuple[str, ...]
     """The signature's own output fields; the module may add more (``reasoning``)."""
+    text_fields: frozenset[str]
+    """Input fields typed ``str`` (the default): DSPy formats a list given for one as numbered
+    passages, and raises a TypeError on any item that is not a string."""
 
     def validate_inputs(self, inputs: Mapping[str, Any] | None, single: Any = None) -> dict[str, Any]:
-        """The keyword arguments for the module, or ``InvalidInput`` naming missing and unknown fields.
+        """The keyword arguments for the module, or ``InvalidInput`` naming the field at fault:
+        missing and unknown fields, values nested deeper than ``MAX_INPUT_DEPTH``, a list for a
+        text field with an item that is not a string (``inputs.question[0]``).
 
         ``single`` is the API's ``input: "..."`` shorthand, allowed for one-input signatures.
         """
@@ -145,9 +159,15 @@ class Program:
                     f"'input' is shorthand for a single-input signature; this one takes "
                     f"{', '.join(self.input_fields)}: send 'inputs' with those fields"
                 )
-            return {self.input_fields[0]: single}
+            name = self.input_fields[0]
+            if type(single) is not str:  # the usual case needs no walk
+                self._check_value(name, single, "input")
+            return {name: single}
         given = dict(inputs or {})
         if len(given) == len(self.input_fields) and all(name in given for name in self.input_fields):
+            for name, value in given.items():
+                if type(value) is not str:
+                    self._check_value(name, value, f"inputs.{name}")
             return given  # the usual case: exactly the signature's fields
         missing = [name for name in self.input_fields if name not in given]
         unknown = sorted(name for name in given if name not in self.input_fields)
@@ -160,6 +180,16 @@ class Program:
             raise InvalidInput(f"{'; '.join(problems)} (expected: {', '.join(self.input_fields)})")
         return given
 
+    def _check_value(self, name: str, value: Any, where: str) -> None:
+        if isinstance(value, (list, dict)) and _nests_deeper(value, MAX_INPUT_DEPTH):
+            raise InvalidInput(f"{where}: lists and objects nest deeper than {MAX_INPUT_DEPTH} levels")
+        if name in self.text_fields and isinstance(value, list):
+            for index, item in enumerate(value):
+                if not isinstance(item, str):
+                    raise InvalidInput(
+                        f"{where}[{index}]: must be a string (a list for a text field is sent as passages of text)"
+                    )
+
     def public(self) -> dict[str, Any]:
         return {
             "signature": self.spec.signature,
@@ -170,6 +200,16 @@ class Program:
             "input_fields": list(self.input_fields),
             "output_fields": list(self.output_fields),
         }
+
+
+def _nests_deeper(container: list[Any] | dict[str, Any], levels: int) -> bool:
+    """Whether ``container`` holds lists or objects more than ``levels`` deep (itself is level 1).
+
+    Recursion stops at ``levels``, so a hostile value nested a thousand deep costs ``levels`` frames."""
+    if levels == 0:
+        return True
+    children = container.values() if isinstance(container, dict) else container
+    return any(isinstance(child, (list, dict)) and _nests_deeper(child, levels - 1) for child in children)
 
 
 def _signature(text: str) -> type[dspy.Signature]:
@@ -247,4 +287,5 @@ def load_program(spec: ProgramSpec) -> Program:
         version=digest.hexdigest()[:16],
         input_fields=tuple(signature.input_fields),
         output_fields=tuple(signature.output_fields),
+        text_fields=frozenset(name for name, info in signature.input_fields.items() if info.annotation is str),
     )

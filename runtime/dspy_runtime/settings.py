@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from redis.asyncio.connection import parse_url as parse_redis_url
 
 from .errors import validation_problems
 
@@ -107,6 +108,14 @@ class RuntimeSettings(BaseSettings):
     log_inputs: bool = False
     """Put raw prediction inputs in log lines (off: inputs may hold personal data)."""
     max_body_bytes: int = Field(1024 * 1024, ge=1)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """A request head (request line and headers) over this is refused with 431."""
+    header_timeout_secs: float = Field(10.0, gt=0)
+    """How long a connection may take to send a request head (from connecting, or the head's first byte)."""
+    body_timeout_secs: float = Field(30.0, gt=0)
+    """How long a request body may take to arrive after its head: 408 past it."""
+    keep_alive_timeout_secs: int = Field(5, ge=1)
+    """How long a connection may stay idle between requests (uvicorn's ``timeout_keep_alive``)."""
     shutdown_timeout_secs: float = Field(30.0, gt=0)
     """How long SIGTERM waits for in-flight requests before closing them."""
 
@@ -244,6 +253,26 @@ class RuntimeSettings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Read by the client's own parser now, not at the first connection: a bad URL is a bad
+        setting. The parser's message is not repeated, as it can quote the password (a URL
+        without ``@`` puts it where the port goes)."""
+        if value is None:
+            return None
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            parse_redis_url(url)
+        except ValueError:
+            raise ValueError(
+                "is not a valid Redis URL: redis://[[user]:password@]host[:port][/db] "
+                "with a numeric port and only known query options"
+            ) from None
+        return value
 
     @field_validator("dspy_resource")
     @classmethod

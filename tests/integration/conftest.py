@@ -8,6 +8,7 @@ a previous test left it stopped, and empties it, so tests never see each other's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -189,25 +190,25 @@ class RuntimeProcess:
         self._log.close()
 
 
-@pytest.fixture
-def spawn_runtime(fake_lm: FakeLMServer, tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
-    """``spawn_runtime(**env)`` -> a started ``dspy-runtime`` process against the fake LM."""
+@contextlib.contextmanager
+def _spawner(fake: FakeLMServer, home: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+    """``spawn(**env)`` -> a started ``dspy-runtime`` against ``fake``; all are killed at the end."""
     processes: list[RuntimeProcess] = []
 
     def spawn(**env: str) -> RuntimeProcess:
         full = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path),
+            "HOME": str(home),
             "LITELLM_LOCAL_MODEL_COST_MAP": "true",
             "HOST": "127.0.0.1",
             "PORT": str(free_port()),
             "LM_MODEL": FAKE_MODEL,
-            "LM_API_BASE": fake_lm.api_base,
+            "LM_API_BASE": fake.api_base,
             "LM_API_KEY": TEST_API_KEY,
             "LM_PRICING": FAKE_PRICING,
             **env,
         }
-        process = RuntimeProcess(full, tmp_path)
+        process = RuntimeProcess(full, home)
         processes.append(process)
         return process
 
@@ -216,6 +217,23 @@ def spawn_runtime(fake_lm: FakeLMServer, tmp_path: Path) -> Iterator[Callable[..
     finally:
         for process in processes:
             process.kill()
+
+
+@pytest.fixture
+def spawn_runtime(fake_lm: FakeLMServer, tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+    """``spawn_runtime(**env)`` -> a started ``dspy-runtime`` process against the fake LM."""
+    with _spawner(fake_lm, tmp_path) as spawn:
+        yield spawn
+
+
+@pytest.fixture(scope="module")
+def spawn_module_runtime(
+    fake_lm_server: FakeLMServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., RuntimeProcess]]:
+    """``spawn_runtime`` for a whole test module: one process start (seconds: DSPy's import)
+    shared by tests that only send it requests. Its fake LM is reset by other tests."""
+    with _spawner(fake_lm_server, tmp_path_factory.mktemp("runtime")) as spawn:
+        yield spawn
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dspy_runtime.api.response_schemas import BatchResponse
+from dspy_runtime.api.schemas import BatchResponse
 
 
 def batch(runtime, items: Any, **kwargs: Any) -> httpx.Response:

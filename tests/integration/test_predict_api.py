@@ -132,7 +132,7 @@ def test_input_errors_are_json_4xx(start_runtime, fake_lm):
     malformed = runtime.client.post("/v1/predict", content=b'{"input": "unterminated', headers={"content-type": "application/json"})
     assert malformed.status_code == 400
     assert malformed.json()["error"]["type"] == "malformed_json"
-    not_utf8 = runtime.client.post("/v1/predict", content=b"\xff\xfe\x00")
+    not_utf8 = runtime.client.post("/v1/predict", content=b"\xff\xfe\x00", headers={"content-type": "application/json"})
     assert not_utf8.status_code == 400
     assert fake_lm.calls == 0
 

@@ -43,7 +43,7 @@ def test_api_key_never_appears_in_output_or_responses(spawn_runtime, fake_lm, te
     bodies = []
     with httpx.Client(base_url=process.url, timeout=60) as client:
         bodies.append(client.post("/v1/predict", json={"input": "hello"}).text)
-        bodies.append(client.post("/v1/predict", content=b"{broken").text)
+        bodies.append(client.post("/v1/predict", content=b"{broken", headers={"content-type": "application/json"}).text)
         bodies.append(client.post("/v1/predict", json={"inputs": {"nope": 1}}).text)
         fake_lm.configure(failure_rate=1.0)
         bodies.append(client.post("/v1/predict", json={"input": "provider down"}).text)
@@ -92,3 +92,12 @@ def test_missing_routing_table_fails_startup_without_a_traceback(spawn_runtime, 
     assert "startup failed" in output
     assert "ROUTING_PATH" in output and str(missing) in output
     assert "Traceback" not in output
+
+
+def test_a_malformed_redis_url_is_one_line_naming_the_setting(spawn_runtime):
+    process = spawn_runtime(REDIS_URL="redis://user:hunter2-password")  # no '@': the password reads as a port
+    assert process.wait() == 2
+    output = process.output()
+    assert output.splitlines()[0] == "dspy-runtime: invalid settings:"
+    assert output.splitlines()[1].startswith("  REDIS_URL: ") and len(output.splitlines()) == 2
+    assert "Traceback" not in output and "hunter2" not in output

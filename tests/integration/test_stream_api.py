@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from dspy_runtime.api.response_schemas import ErrorResponse, PredictResponse
+from dspy_runtime.api.schemas import ErrorResponse, PredictResponse
 
 Event = tuple[str, Any]
 """(event name, decoded data); the name is "message" for an event without one (the SSE default)."""

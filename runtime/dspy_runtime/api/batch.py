@@ -33,9 +33,8 @@ from ..logs import request_id_var
 from ..state import Runtime
 from .deps import runtime_of
 from .predict import RequestRoute, predict_body, predict_call
-from .response_schemas import BatchResponse
 from .responses import JSON
-from .schemas import PredictRequest
+from .schemas import WITH_A_BODY, BatchResponse, PredictRequest, documented
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +56,21 @@ def add_route(app: FastAPI) -> None:
         route_class_override=RequestRoute,
         methods=["POST"],
         summary="Run the program on several sets of inputs; one result (or error) per item, in order",
-        responses={200: {"model": BatchResponse, "description": "One result per item, in the items' order"}},
+        responses=documented({"model": BatchResponse, "description": "One result per item, in the items' order"},
+                             *WITH_A_BODY),
         openapi_extra={"requestBody": {"required": True, "content": {JSON.media_type: {"schema": request_schema()}}}},
     )
 
 
 def request_schema() -> dict[str, Any]:
-    """``BatchRequest`` with its items documented as ``/v1/predict`` bodies."""
+    """``BatchRequest`` with its items documented as ``/v1/predict`` bodies. Any other value is
+    documented too, since it is accepted: it gets its own error among the results (the other
+    items are still answered), so a client need not pre-validate a batch."""
     schema = BatchRequest.model_json_schema()
-    schema["properties"]["items"]["items"] = PredictRequest.model_json_schema()
+    schema["properties"]["items"]["items"] = {"anyOf": [
+        PredictRequest.model_json_schema(),
+        {"description": "anything else: answered with this item's invalid_input error in results"},
+    ]}
     return schema
 
 

@@ -1,4 +1,5 @@
-"""The runtime's pure ASGI middleware: request id, body size limit, log line, last-resort 500.
+"""The runtime's pure ASGI middleware: request id, body media type, size limit and
+deadline, log line, last-resort 500, and a JSON 503 for requests cut off by shutdown.
 
 Pure ASGI rather than ``BaseHTTPMiddleware``: no extra task per request, and the
 body limit can count streamed bytes without buffering the body.
@@ -6,6 +7,7 @@ body limit can count streamed bytes without buffering the body.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -16,7 +18,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge, error_body
+from ..errors import PayloadTooLarge, RequestTimeout, ShuttingDown, UnsupportedMediaType, error_body
 from ..logs import request_id_var
 
 log = logging.getLogger("dspy_runtime.access")
@@ -27,6 +29,12 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose client disconnected first (nginx's convention)."""
+BODY_TIMED_OUT = "dspy_runtime.body_timed_out"
+"""Set in ``scope["state"]`` by the HTTP server (``server.py``) when the body is late: the next
+read of it raises ``RequestTimeout``. The server keeps the clock, once a second for every
+connection, so the hot path pays no timer per request."""
+JSON_MEDIA_TYPE = b"application/json"
+_CONNECTION_CLOSE = (b"connection", b"close")
 
 
 def new_request_id() -> str:
@@ -38,15 +46,38 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _headers_of_interest(scope: Scope) -> tuple[str | None, str | None]:
-    """``X-Request-ID`` and ``Content-Length`` from one pass over the request headers."""
-    request_id = declared = None
+def _headers_of_interest(scope: Scope) -> tuple[str | None, str | None, bytes | None, bool]:
+    """``X-Request-ID``, ``Content-Length``, ``Content-Type`` and whether a ``Transfer-Encoding``
+    is given, from one pass over the request headers."""
+    request_id = declared = content_type = None
+    encoded = False
     for key, value in scope["headers"]:
         if key == b"x-request-id":
             request_id = value.decode("latin-1")
         elif key == b"content-length":
             declared = value.decode("latin-1")
-    return request_id, declared
+        elif key == b"content-type":
+            content_type = value
+        elif key == b"transfer-encoding":
+            encoded = True
+    return request_id, declared, content_type, encoded
+
+
+def is_json_media_type(content_type: bytes | None) -> bool:
+    """``application/json``, any case, with no parameter but an optional UTF-8 ``charset``
+    (RFC 8259: JSON between systems is UTF-8)."""
+    if content_type == JSON_MEDIA_TYPE:
+        return True  # what nearly every client sends: one comparison
+    if content_type is None:
+        return False
+    media_type, _, parameters = content_type.partition(b";")
+    if media_type.strip().lower() != JSON_MEDIA_TYPE:
+        return False
+    for parameter in filter(None, (p.strip() for p in parameters.split(b";"))):
+        name, _, value = parameter.partition(b"=")
+        if name.strip().lower() != b"charset" or value.strip().strip(b'"').lower() not in (b"utf-8", b"utf8"):
+            return False
+    return True
 
 
 async def send_json_error(send: Send, status: int, error_type: str, message: str, request_id: str | None) -> None:
@@ -65,15 +96,26 @@ class RequestContextMiddleware:
     """The runtime's one ASGI layer around the app, for every HTTP request:
 
     - an id (``X-Request-ID`` when valid, else generated), echoed in the response header;
+      an id with anything but ``[A-Za-z0-9._:-]`` (a CR or LF to forge a header or a log
+      line) is never echoed, nor logged: it is replaced;
+    - a request with a body must send it as ``application/json`` (``is_json_media_type``),
+      else 415 before it is read: a cross-site page can send ``text/plain`` without a CORS
+      preflight, and would otherwise spend the user's LM budget;
     - the body size limit: bodies over ``max_body_bytes`` are refused with 413 without
       being read whole. A declared ``Content-Length`` over the limit is refused before
       reading anything; a chunked or lying body is counted as it streams, and the read
       that crosses the limit raises ``PayloadTooLarge`` into the app (the predict route
       reads the body itself, so the app's error handler answers 413; one that escapes
       is answered 413 here). Nothing past the limit is buffered;
+    - the body deadline: a read after the server marked the body late (``BODY_TIMED_OUT``)
+      raises ``RequestTimeout`` into the app, answered 408 like the 413;
+    - any response sent before the body was read in full says ``Connection: close``, so
+      the server drops the connection instead of reading (or waiting for) the rest;
     - one log line per request with what the route added to ``scope["state"]["log"]``;
     - an unhandled exception becomes a generic JSON 500 (logged with its traceback and
-      the request id, never sent to the client).
+      the request id, never sent to the client);
+    - a request the server cancels at the end of ``SHUTDOWN_TIMEOUT_SECS`` is answered a
+      JSON 503 ``shutting_down`` and logged in its one line, without a traceback.
 
     One layer rather than one per concern: each pure ASGI layer costs a call and a
     wrapped ``send`` per request, and all of these need the same request id and
@@ -88,7 +130,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied, declared = _headers_of_interest(scope)
+        supplied, declared, content_type, encoded = _headers_of_interest(scope)
         request_id = supplied if supplied and _VALID_REQUEST_ID.match(supplied) else new_request_id()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -96,7 +138,10 @@ class RequestContextMiddleware:
         state["log"] = fields
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        response: dict[str, Any] = {"status": 500, "started": False}
+        # "body_done": no body (no Transfer-Encoding, a Content-Length of 0 or none), or the
+        # app has read all of it (see _guarded).
+        no_body = not encoded and (declared is None or not declared.strip().lstrip("0"))
+        response: dict[str, Any] = {"status": 500, "started": False, "body_done": no_body}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -105,26 +150,41 @@ class RequestContextMiddleware:
                 # The route may have replaced the id with the body's request_id. Appended
                 # to a new list: no response of the app sets this header itself, and the
                 # message's list may belong to a reused Response.
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", state["request_id"].encode())]
+                headers = [*message.get("headers", ()), (b"x-request-id", state["request_id"].encode())]
+                if not response["body_done"]:
+                    headers.append(_CONNECTION_CLOSE)
+                message["headers"] = headers
             await send(message)
 
         try:
             refusal = self._refuse_declared_length(declared)
+            if refusal is None and not response["body_done"] and not is_json_media_type(content_type):
+                refusal = 415, UnsupportedMediaType.error_type, _not_json(content_type)
             if refusal is not None:
                 await send_json_error(send_with_id, *refusal, request_id)
             else:
-                limit = self.max_body_bytes
-                await self.app(scope, receive if limit is None else self._limited(receive, limit), send_with_id)
+                await self.app(scope, self._guarded(receive, state, response), send_with_id)
         except ClientDisconnect:
             # The client left before its body arrived (it timed out, or a load test
             # ended): nobody to answer, and no server error. Logged as nginx's 499,
             # without a traceback, which under overload would only add to the load.
             response["status"] = CLIENT_CLOSED_REQUEST
-        except PayloadTooLarge as exc:
+        except (PayloadTooLarge, RequestTimeout) as exc:
             # An app that let it escape (the predict route answers it itself).
             if response["started"]:
                 raise
-            await send_json_error(send_with_id, 413, exc.error_type, exc.message, state["request_id"])
+            await send_json_error(send_with_id, exc.status_code, exc.error_type, exc.message, state["request_id"])
+        except asyncio.CancelledError:
+            # Only the server cancels a request task: uvicorn, when SHUTDOWN_TIMEOUT_SECS ran out
+            # with this request still running. Answered here instead of re-raised, which would
+            # make uvicorn log a CancelledError traceback and send a plain-text 500; the task
+            # then ends as the server asked. A response already started cannot change: the
+            # connection is closed unfinished, which the client sees as a cut-off response.
+            # (Uvicorn marked the connection not to be kept alive when the shutdown began.)
+            fields["error_type"] = ShuttingDown.error_type
+            if not response["started"]:
+                message = "the server stopped before this request finished; retry it"
+                await send_json_error(send_with_id, 503, ShuttingDown.error_type, message, state["request_id"])
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": state["request_id"]}})
             if response["started"]:
@@ -157,20 +217,31 @@ class RequestContextMiddleware:
             return 413, "payload_too_large", self._too_large()
         return None
 
-    def _limited(self, receive: Receive, limit: int) -> Receive:
-        """``receive`` that raises ``PayloadTooLarge`` once the body crosses ``limit``."""
+    def _guarded(self, receive: Receive, state: dict[str, Any], response: dict[str, Any]) -> Receive:
+        """``receive`` that raises ``PayloadTooLarge`` once the body crosses the limit and
+        ``RequestTimeout`` once the server marked it late, and notes when it is all read."""
+        limit = self.max_body_bytes
         received = 0
 
-        async def limited_receive() -> Message:
+        async def guarded_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if limit is not None and received > limit:
                     raise PayloadTooLarge(self._too_large())
+                if not message.get("more_body", False):
+                    response["body_done"] = True
+                elif state.get(BODY_TIMED_OUT):
+                    raise RequestTimeout("the request body did not arrive in time")
             return message
 
-        return limited_receive
+        return guarded_receive
 
     def _too_large(self) -> str:
         return f"request body over the limit of {self.max_body_bytes} bytes"
+
+
+def _not_json(content_type: bytes | None) -> str:
+    given = content_type.decode("latin-1")[:100] if content_type is not None else "none"
+    return f"the request body must be sent as Content-Type: application/json (given: {given})"

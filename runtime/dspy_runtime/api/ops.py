@@ -6,18 +6,20 @@ import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from .responses import JSON
 
 from ..errors import NotReady, server_error_types
 from ..resilience import BreakerState
 from .deps import MaybeRuntimeDep, RuntimeDep
+from .responses import JSON
+from .schemas import ConfigResponse, CostsResponse, HealthResponse, ReadyResponse, documented
 
 router = APIRouter()
 
 SERVER_ERROR_TYPES = server_error_types()
 
 
-@router.get("/health", summary="Liveness: 200 while the process serves; says ok or degraded")
+@router.get("/health", summary="Liveness: 200 while the process serves; says ok or degraded",
+            responses=documented(HealthResponse))
 async def health(runtime: MaybeRuntimeDep) -> JSON:
     if runtime is None:
         return JSON({"status": "starting", "components": {"program": "loading"}})
@@ -37,7 +39,8 @@ async def health(runtime: MaybeRuntimeDep) -> JSON:
     return JSON({"status": "degraded" if degraded else "ok", "components": components})
 
 
-@router.get("/ready", summary="Readiness: 503 until the program is loaded, and while stopping")
+@router.get("/ready", summary="Readiness: 503 until the program is loaded, and while stopping",
+            responses=documented(ReadyResponse))
 async def ready(request: Request) -> JSON:
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
@@ -45,7 +48,9 @@ async def ready(request: Request) -> JSON:
     return JSON({"status": "ready", "variants": [v.name for v in runtime.router.state.variants]})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+# response_class=Response: the route sets its own media type, so FastAPI adds no JSON one to the 200.
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=documented(
+    {"description": "The Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}))
 async def metrics(runtime: RuntimeDep) -> Response:
     # Shadow variants answer copies, counted as shadow requests rather than as predictions.
     served = ((v.model, v.revision, v.name) for v in runtime.router.state.variants if not v.shadow)
@@ -54,7 +59,8 @@ async def metrics(runtime: RuntimeDep) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.get("/costs", summary="Token usage and spend since start, and today's budget")
+@router.get("/costs", summary="Token usage and spend since start, and today's budget",
+            responses=documented(CostsResponse))
 async def costs(runtime: RuntimeDep) -> JSON:
     budget = runtime.budget
     snapshot = runtime.costs.snapshot()
@@ -72,7 +78,8 @@ async def costs(runtime: RuntimeDep) -> JSON:
     return JSON(snapshot)
 
 
-@router.get("/config", summary="The effective settings and routing table (no secrets)")
+@router.get("/config", summary="The effective settings and routing table (no secrets)",
+            responses=documented(ConfigResponse))
 async def config(runtime: RuntimeDep) -> JSON:
     state = runtime.router.state
     return JSON(

@@ -21,9 +21,8 @@ from ..service import PredictCall
 from ..state import Runtime
 from . import stream
 from .deps import runtime_of
-from .response_schemas import PredictResponse
 from .responses import JSON
-from .schemas import PredictRequest
+from .schemas import WITH_A_BODY, PredictRequest, PredictResponse, documented
 
 
 class RequestRoute(APIRoute):
@@ -55,7 +54,7 @@ def add_route(app: FastAPI) -> None:
         route_class_override=RequestRoute,
         methods=["POST"],
         summary="Run the program on one set of inputs; with stream: true, as server-sent events",
-        responses={200: {"model": PredictResponse, "content": stream.openapi_content()}},
+        responses=documented({"model": PredictResponse, "content": stream.openapi_content()}, *WITH_A_BODY, 429, 502, 504),
         # The route reads the body itself (see RequestContextMiddleware), so the schema is declared here.
         openapi_extra={
             "requestBody": {

@@ -122,9 +122,20 @@ def respond(runtime: Runtime, call: PredictCall) -> Response:
 
 def openapi_content() -> dict[str, Any]:
     """The ``text/event-stream`` entry of ``/v1/predict``'s 200 response in the OpenAPI document."""
+    # Per event (OpenAPI 3.0/3.1 tools read `schema` of an event stream as one event's shape):
+    # `chunk` events, an `error` event, and the final data-only event (SSE's default `message`).
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["message", "chunk", "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "description": "chunk: {field, text}; error: the error body; message: the /v1/predict body"},
+        },
+    }
     return {
         MEDIA_TYPE: {
-            "schema": {"type": "string"},
+            "schema": event,
             "example": 'event: chunk\ndata: {"field": "answer", "text": "Par"}\n\n'
             'data: {"request_id": "...", "outputs": {"answer": "Paris"}, "metadata": {...}}\n\n',
         }

@@ -11,13 +11,17 @@ import pytest
 from starlette.requests import Request
 
 from dspy_runtime.api.middleware import RequestContextMiddleware
+from dspy_runtime.api.schemas import EVERY_REQUEST
 from dspy_runtime.app import StartupError, build_runtime, create_app
 from dspy_runtime.logs import configure_logging, request_id_var
 from dspy_runtime.settings import RuntimeSettings
 
 
-def _client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://runtime")
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _client(app, headers=None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://runtime", headers=headers)
 
 
 async def test_not_ready_before_the_lifespan_ran():
@@ -62,7 +66,7 @@ async def _echo_app(scope, receive, send):
 
 async def test_body_limit_counts_streamed_bytes_and_request_context_answers_json():
     app = RequestContextMiddleware(_echo_app, max_body_bytes=10)
-    async with _client(app) as client:
+    async with _client(app, JSON_HEADERS) as client:
         assert (await client.post("/", content=b"12345")).text == "5"
         declared = await client.post("/", content=b"x" * 11)
         assert declared.status_code == 413 and declared.json()["error"]["type"] == "payload_too_large"
@@ -139,8 +143,27 @@ def test_openapi_documents_the_stream_and_the_batch():
     batch = schema["paths"]["/v1/predict/batch"]["post"]
     body = batch["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["items"] and body["properties"]["items"]["minItems"] == 1
-    assert body["properties"]["items"]["items"]["title"] == "PredictRequest"
+    assert body["properties"]["items"]["items"]["anyOf"][0]["title"] == "PredictRequest"
     assert batch["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchResponse"}
     results = components["BatchResponse"]["properties"]["results"]["items"]["anyOf"]
     assert results == [{"$ref": "#/components/schemas/PredictResponse"}, {"$ref": "#/components/schemas/ErrorResponse"}]
     assert {"PredictMetadata", "ErrorDetail"} <= set(components)
+
+
+def test_openapi_documents_every_response_body_and_error_status():
+    schema = create_app(RuntimeSettings(routing_path=None)).openapi()
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            ok = responses["200"]["content"]
+            # Not FastAPI's {"type": "string"} for a response class it does not know as JSON.
+            assert ok == {"text/plain": {"schema": {"type": "string"}}} if path == "/metrics" else (
+                ok["application/json"]["schema"]["$ref"].startswith("#/components/schemas/")), (path, ok)
+            for status in EVERY_REQUEST:
+                assert responses[str(status)]["content"] == {"application/json": {"schema": error}}, (path, status)
+    predict = schema["paths"]["/v1/predict"]["post"]["responses"]
+    assert sorted(map(int, predict)) == [200, 400, 408, 413, 415, 422, 429, 431, 500, 502, 503, 504]
+    assert set(schema["components"]["schemas"]["PredictResponse"]["required"]) == {
+        "request_id", "model", "revision", "variant", "outputs", "output", "metadata",
+    }

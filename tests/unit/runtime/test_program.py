@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import dspy
 import pytest
 
+from dspy_runtime.cache import cache_key
 from dspy_runtime.errors import InvalidInput
-from dspy_runtime.program import LMSpec, ProgramError, ProgramSpec, build_lm, load_program
+from dspy_runtime.program import MAX_INPUT_DEPTH, LMSpec, ProgramError, ProgramSpec, build_lm, load_program
 
 
 def test_builds_predict_and_chain_of_thought():
@@ -143,3 +145,38 @@ def test_inline_state_loads_like_the_file_and_its_bytes_make_the_version(tmp_pat
 def test_bad_inline_state_is_a_clear_error(state, fragment):
     with pytest.raises(ProgramError, match=fragment):
         load_program(ProgramSpec("question -> answer", "Predict", state=state))
+
+
+def test_a_list_for_a_text_field_must_hold_strings():
+    program = load_program(ProgramSpec("question, context: list[int] -> answer", "Predict"))
+    assert program.text_fields == {"question"}
+    assert program.validate_inputs({"question": ["a", "b"], "context": [1, 2]})["question"] == ["a", "b"]
+    for value, where in (([1, "a"], "inputs.question[0]"), (["a", None], "inputs.question[1]"), (["a", ["b"]], "inputs.question[1]")):
+        with pytest.raises(InvalidInput, match=re.escape(where) + ": must be a string"):
+            program.validate_inputs({"question": value, "context": []})
+    single = load_program(ProgramSpec("question -> answer", "Predict"))
+    with pytest.raises(InvalidInput, match=re.escape("input[0]: must be a string")):
+        single.validate_inputs(None, [1])
+    # Objects and scalars are sent as JSON or text, as DSPy formats them: not refused.
+    assert single.validate_inputs(None, {"a": [1, None]}) == {"question": {"a": [1, None]}}
+    assert single.validate_inputs(None, 3) == {"question": 3}
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_inputs_nest_at_most_max_input_depth_levels():
+    program = load_program(ProgramSpec("question: dict -> answer", "Predict"))
+    assert program.validate_inputs({"question": _nested(MAX_INPUT_DEPTH)})
+    for depth in (MAX_INPUT_DEPTH + 1, 1000):
+        with pytest.raises(InvalidInput, match=f"inputs.question: lists and objects nest deeper than {MAX_INPUT_DEPTH} levels"):
+            program.validate_inputs({"question": _nested(depth)})
+    # Deep inside a wide value, and through the single-input shorthand.
+    with pytest.raises(InvalidInput, match="^input: lists"):
+        program.validate_inputs(None, ["a", {"b": 1}, _nested(MAX_INPUT_DEPTH)])
+    # The bound is below what the cache key's encoder can take, so both paths refuse alike.
+    cache_key("v", "m", "default", {"question": _nested(MAX_INPUT_DEPTH)})

@@ -27,7 +27,8 @@ def clean_env(monkeypatch):
 def test_defaults():
     s = get_settings()
     assert (s.host, s.port, s.log_format, s.log_level) == ("0.0.0.0", 8080, "json", "INFO")
-    assert s.max_body_bytes == 1024 * 1024
+    assert s.max_body_bytes == 1024 * 1024 and s.max_header_bytes == 64 * 1024
+    assert (s.header_timeout_secs, s.body_timeout_secs, s.keep_alive_timeout_secs) == (10.0, 30.0, 5)
     assert s.memory_cache_size == 10_000 and s.cache_enabled
     assert (s.circuit_breaker_failure_threshold, s.circuit_breaker_success_threshold) == (5, 2)
     assert s.lm_fallback_models == ()
@@ -77,6 +78,10 @@ def test_lm_api_key_falls_back_to_openai_api_key(monkeypatch):
         ("LM_MODEL", "  ", "LM_MODEL"),
         ("MAX_BATCH_ITEMS", "0", "MAX_BATCH_ITEMS"),
         ("BATCH_CONCURRENCY", "many", "BATCH_CONCURRENCY"),
+        ("HEADER_TIMEOUT_SECS", "0", "HEADER_TIMEOUT_SECS"),
+        ("BODY_TIMEOUT_SECS", "soon", "BODY_TIMEOUT_SECS"),
+        ("KEEP_ALIVE_TIMEOUT_SECS", "0", "KEEP_ALIVE_TIMEOUT_SECS"),
+        ("MAX_HEADER_BYTES", "100", "MAX_HEADER_BYTES"),
     ],
 )
 def test_nonsense_is_refused_with_a_message_naming_the_setting(monkeypatch, name, value, fragment):
@@ -85,6 +90,31 @@ def test_nonsense_is_refused_with_a_message_naming_the_setting(monkeypatch, name
         get_settings()
     message = describe_errors(caught.value)
     assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://redis:6379", "must start with redis://, rediss:// or unix://"),
+        ("redis://user:hunter2-password", "is not a valid Redis URL"),  # no '@': the password reads as the port
+        ("redis://redis:port/0", "is not a valid Redis URL"),
+        ("redis://redis/0?socket_timeout=hunter2-password", "is not a valid Redis URL"),
+    ],
+)
+def test_a_malformed_redis_url_is_one_line_naming_the_setting_and_never_the_password(monkeypatch, url, fragment):
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ValidationError) as caught:
+        get_settings()
+    message = describe_errors(caught.value)
+    assert message.splitlines()[0] == "invalid settings:"
+    assert len(message.splitlines()) == 2 and message.splitlines()[1].startswith("  REDIS_URL: ")
+    assert fragment in message and "hunter2" not in message
+
+
+def test_well_formed_redis_urls_are_accepted(monkeypatch):
+    for url in ("redis://redis:6379/0", "rediss://:pw@redis.example:6380/1?socket_timeout=2", "unix:///run/redis.sock"):
+        monkeypatch.setenv("REDIS_URL", url)
+        assert get_settings().redis_url.get_secret_value() == url
 
 
 def test_fallback_must_not_repeat_the_primary(monkeypatch):
