@@ -27,7 +27,9 @@ from dspy_operator.rollout.analysis import round_figure
 FIGURES: Final = ("requests", "errorRate", "p95LatencySeconds", "costPerRequestUsd")
 """The figures `judge` reads, named as in status.lastAnalysis and in `prometheus.queries`."""
 
-SERVER_ERROR_TYPES: Final = ("circuit_open", "internal_error", "not_ready", "upstream_error", "upstream_timeout")
+SERVER_ERROR_TYPES: Final = (
+    "circuit_open", "internal_error", "not_ready", "shutting_down", "upstream_error", "upstream_timeout",
+)
 """The `status` label values of `dspy_predictions_total` whose HTTP status is >= 500: the failures a
 bad revision causes, as the Redis windows count them. Copied, not imported: the operator never
 imports the runtime (a unit test keeps this equal to the runtime's error classes)."""
