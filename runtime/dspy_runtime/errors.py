@@ -6,12 +6,16 @@ written for the caller and never carry a stack trace, a secret or raw inputs.
 
     ServiceError                     500 internal_error   (unexpected: generic message)
     ├── BadRequest                   400 malformed_json
+    ├── Unauthorized                 401 unauthorized      (no credentials; WWW-Authenticate: Bearer)
+    ├── Forbidden                    403 forbidden         (wrong credentials)
+    ├── Disabled                     404 disabled          (an endpoint its setting turns off)
     ├── InvalidInput                 422 invalid_input     (unknown variant, missing fields, ...)
     ├── PayloadTooLarge              413 payload_too_large
     ├── RateLimited                  429 rate_limited      (Retry-After)
     ├── BudgetExhausted              429 budget_exhausted  (Retry-After: next UTC midnight)
     ├── CircuitOpen                  503 circuit_open      (every model's breaker open; Retry-After)
     ├── NotReady                     503 not_ready
+    ├── CacheUnavailable             503 cache_unavailable (Redis refused an invalidation; nothing removed)
     ├── UpstreamTimeout              504 upstream_timeout  (the LM did not answer in LM_TIMEOUT_SECS)
     └── UpstreamError                502 upstream_error    (the LM failed, or answered unparsably)
 
@@ -48,6 +52,24 @@ class BadRequest(ServiceError):
     error_type = "malformed_json"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    error_type = "forbidden"
+
+
+class Disabled(ServiceError):
+    status_code = 404
+    error_type = "disabled"
+
+
 class InvalidInput(ServiceError):
     status_code = 422
     error_type = "invalid_input"
@@ -76,6 +98,11 @@ class CircuitOpen(ServiceError):
 class NotReady(ServiceError):
     status_code = 503
     error_type = "not_ready"
+
+
+class CacheUnavailable(ServiceError):
+    status_code = 503
+    error_type = "cache_unavailable"
 
 
 class UpstreamTimeout(ServiceError):
