@@ -25,17 +25,17 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..cache import cache_key
 from ..cache.invalidation import Invalidation
 from ..cache.keys import variant_scope
 from ..cache.redis import REDIS_FAILURES
-from ..errors import BadRequest, CacheUnavailable, Disabled, Forbidden, InvalidInput, Unauthorized, validation_problems
+from ..errors import CacheUnavailable, Disabled, Forbidden, InvalidInput, Unauthorized
 from ..routing import RoutingState, Variant
+from .body import json_object, validated
 from .deps import RuntimeDep
 from .responses import JSON
 
@@ -76,24 +76,14 @@ def _authorize(token: str | None, bearer: HTTPAuthorizationCredentials | None, h
 
 async def _request_of(request: Request, revision: str | None, variant: str | None) -> CacheClearRequest:
     raw = await request.body()
-    data: Any = {}
-    if raw.strip():
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("the request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("the request body must be a JSON object")
+    data = json_object(raw) if raw.strip() else {}  # no body: the query alone says what to clear
     for name, value in (("revision", revision), ("variant", variant)):
         if value is None:
             continue
         if data.get(name, value) != value:
             raise InvalidInput(f"{name}: the query parameter and the body disagree")
         data[name] = value
-    try:
-        return CacheClearRequest.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput("; ".join(validation_problems(exc))) from None
+    return validated(CacheClearRequest, data)
 
 
 def resolve(state: RoutingState, clear: CacheClearRequest) -> Invalidation:

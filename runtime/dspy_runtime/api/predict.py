@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 
-from ..errors import BadRequest, InvalidInput, validation_problems
 from ..logs import request_id_var
 from ..service import PredictCall
+from .body import json_object, validated
 from .deps import runtime_of
 from .responses import JSON
 from .schemas import PredictRequest
@@ -65,17 +63,7 @@ def add_route(app: FastAPI) -> None:
 
 async def predict(request: Request) -> JSON:
     runtime = runtime_of(request)  # no dependencies on this route (RequestRoute)
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    try:
-        body = PredictRequest.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput("; ".join(validation_problems(exc))) from None
+    body = validated(PredictRequest, json_object(await request.body()))
 
     state = request.state
     if body.request_id:
