@@ -51,6 +51,14 @@ SINGLE: Final = ""
 REVISION_LENGTH: Final = 12
 LM_API_KEY_ENV: Final = "LM_API_KEY"
 
+WARMUP_DIR: Final = "/etc/dspy/warmup"
+WARMUP_FILE: Final = "warmup.jsonl"
+"""Where a pod reads the cache warm-up inputs (spec.cache.warmup's ConfigMap key, mounted as this file)."""
+DEFAULT_WARMUP_KEY: Final = "warmup.jsonl"
+DEFAULT_ADMIN_TOKEN_KEY: Final = "token"
+CACHE_ADMIN_TOKEN_HEADER: Final = "X-Cache-Admin-Token"
+"""How `kubectl dspy cache clear` presents the token: the API server's service proxy removes
+`Authorization`. The runtime's `api/cache_admin.py` reads the same header (a test checks)."""
 PROGRAMS_DIR: Final = "/etc/dspy/programs"
 ROUTING_DIR: Final = "/etc/dspy/routing"
 ROUTING_FILE: Final = "routing.json"

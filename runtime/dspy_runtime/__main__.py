@@ -24,7 +24,8 @@ EXIT_STARTUP_FAILURE = 3
 
 
 def _secrets(settings: RuntimeSettings) -> list[str]:
-    values = [settings.lm_api_key, settings.openai_api_key, settings.redis_url, *settings.lm_fallback_api_keys.values()]
+    values = [settings.lm_api_key, settings.openai_api_key, settings.redis_url, settings.cache_admin_token,
+              *settings.lm_fallback_api_keys.values()]
     return [v.get_secret_value() for v in values if v is not None]
 
 

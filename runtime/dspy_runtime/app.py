@@ -22,10 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import batch, ops, predict
+from .api import batch, cache_admin, ops, predict
 from .api.middleware import RequestContextMiddleware
 from .api.responses import JSON
 from .cache import MemoryCache, RedisCache, TieredCache, redis_client
+from .cache.hot import HotKeys
+from .cache.invalidation import Invalidator
+from .cache.keys import DEFAULT_BASE_PREFIX, CacheNames
 from .costs import CostTracker, Pricing
 from .errors import HTTP_ERROR_TYPES, ServiceError, error_body
 from .evaluation import build_evaluator
@@ -38,6 +41,7 @@ from .service import Endpoint, PredictionService
 from .settings import RuntimeSettings
 from .shadow import SPEND_KEY_PREFIX as SHADOW_SPEND_KEY_PREFIX
 from .state import Runtime
+from .warmup import Warmup
 from .windows import WindowFlusher, Windows
 
 log = logging.getLogger(__name__)
@@ -101,17 +105,23 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
 
     cache = None
     redis = None
+    names = CacheNames(settings.key_prefix or DEFAULT_BASE_PREFIX)
     if settings.cache_enabled:
         memory = None
         if settings.memory_cache_size > 0:
             memory = MemoryCache(settings.memory_cache_size, settings.memory_cache_ttl_secs)
+        hot = None
         if settings.redis_url is not None:
             redis = RedisCache.from_url(
                 settings.redis_url.get_secret_value(),
                 settings.redis_cache_ttl_secs,
                 settings.redis_cache_jitter_secs,
+                key_prefix=names.entries,
             )
-        cache = TieredCache(memory, redis, metrics)
+            if memory is not None and settings.memory_cache_warm_entries > 0:
+                hot = HotKeys(redis.client, names, load=min(settings.memory_cache_warm_entries, settings.memory_cache_size),
+                              ttl_seconds=settings.redis_cache_ttl_secs + settings.redis_cache_jitter_secs)
+        cache = TieredCache(memory, redis, metrics, hot)
     elif settings.redis_url is not None and settings.daily_budget_usd:
         # No answer cache, but the budget (and the shadow's cap) is still shared through Redis.
         redis = RedisCache.from_url(settings.redis_url.get_secret_value(), settings.redis_cache_ttl_secs)
@@ -168,6 +178,9 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         windows=flusher.windows if flusher is not None else None,
         shadow_spend=shadow_spend,
     )
+    warmup = Warmup(settings, service, router, cache, names, metrics)
+    if settings.cache_warmup_path is not None and cache is None:
+        log.warning("CACHE_WARMUP_PATH is set, but the cache is off (CACHE_ENABLED=false): nothing to warm")
     return Runtime(
         settings=settings,
         metrics=metrics,
@@ -182,6 +195,8 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         routing_wire=wire,
         pods_report=report,
         window_flusher=flusher,
+        warmup=warmup,
+        invalidator=Invalidator(cache, names, metrics) if cache is not None else None,
     )
 
 
@@ -270,6 +285,7 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
     predict.add_route(app)
     batch.add_route(app)
     app.include_router(ops.router)
+    app.include_router(cache_admin.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(StartupFailureWithoutTraceback)
     return app

@@ -7,6 +7,9 @@ written for the caller and never carry a stack trace, a secret or raw inputs.
     ServiceError                     500 internal_error   (unexpected: generic message)
     ├── BadRequest                   400 malformed_json
     ├── RequestTimeout               408 request_timeout   (the body did not arrive in BODY_TIMEOUT_SECS)
+    ├── Unauthorized                 401 unauthorized      (no credentials; WWW-Authenticate: Bearer)
+    ├── Forbidden                    403 forbidden         (wrong credentials)
+    ├── Disabled                     404 disabled          (an endpoint its setting turns off)
     ├── InvalidInput                 422 invalid_input     (unknown variant, missing fields, ...)
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedMediaType         415 unsupported_media_type (a body not sent as application/json)
@@ -15,6 +18,7 @@ written for the caller and never carry a stack trace, a secret or raw inputs.
     ├── CircuitOpen                  503 circuit_open      (every model's breaker open; Retry-After)
     ├── NotReady                     503 not_ready
     ├── ShuttingDown                 503 shutting_down     (still running when SHUTDOWN_TIMEOUT_SECS ran out)
+    ├── CacheUnavailable             503 cache_unavailable (Redis refused an invalidation; nothing removed)
     ├── UpstreamTimeout              504 upstream_timeout  (the LM did not answer in LM_TIMEOUT_SECS)
     └── UpstreamError                502 upstream_error    (the LM failed, or answered unparsably)
 
@@ -64,6 +68,24 @@ class UnsupportedMediaType(ServiceError):
     error_type = "unsupported_media_type"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    error_type = "forbidden"
+
+
+class Disabled(ServiceError):
+    status_code = 404
+    error_type = "disabled"
+
+
 class InvalidInput(ServiceError):
     status_code = 422
     error_type = "invalid_input"
@@ -97,6 +119,11 @@ class NotReady(ServiceError):
 class ShuttingDown(ServiceError):
     status_code = 503
     error_type = "shutting_down"
+
+
+class CacheUnavailable(ServiceError):
+    status_code = 503
+    error_type = "cache_unavailable"
 
 
 class UpstreamTimeout(ServiceError):

@@ -160,6 +160,34 @@ class Metrics:
         )
         for result in (STREAM_COMPLETE, STREAM_ERROR):
             self.stream_responses_total.labels(result)  # exported at 0, so increase() sees the first
+        # Cache warm-up (warmup.py) and invalidation (cache/invalidation.py).
+        self.cache_warmup_entries_total = Counter(
+            "dspy_cache_warmup_entries_total",
+            "Warm-up entries by outcome: redis (found in Redis), lm (computed by this pod), failed "
+            "(the LM call failed or the time ran out), invalid (a bad line of CACHE_WARMUP_PATH), "
+            "hot (copied into memory from Redis' most hit entries).",
+            ("outcome",),
+            registry=r,
+        )
+        self.cache_warmup_state = Gauge(
+            "dspy_cache_warmup_state",
+            "Warm-up state: 0 done (or nothing to warm), 1 running (/ready answers 503), "
+            "2 incomplete (CACHE_WARMUP_TIMEOUT_SECS ran out; the pod serves anyway).",
+            registry=r,
+        )
+        self.cache_invalidations_total = Counter(
+            "dspy_cache_invalidations_total",
+            "Invalidations applied to this pod's memory cache, by source: local (DELETE /v1/cache "
+            "on this pod), remote (another pod's, by pub/sub), resync (missed while disconnected: all cleared).",
+            ("source",),
+            registry=r,
+        )
+        self.cache_invalidated_entries_total = Counter(
+            "dspy_cache_invalidated_entries_total",
+            "Entries removed by invalidations, by level (memory: this pod's; redis: by this pod's DELETE).",
+            ("level",),
+            registry=r,
+        )
         # (family, label values) -> child; label values are low-cardinality by contract.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 

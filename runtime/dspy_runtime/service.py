@@ -269,6 +269,14 @@ class PredictionService:
         )
         return await self._predict(call, target, time.perf_counter())
 
+    async def warm(self, request_id: str, target: Variant, inputs: Mapping[str, Any]) -> PredictionResult:
+        """Cache warm-up (``warmup.py``): ``target`` answers ``inputs`` through steps 3 to 7, treated
+        like a shadow copy: no rate limit, no fallback model (a fallback's answer is not cached, so
+        it would warm nothing), not counted as a prediction."""
+        call = PredictCall(request_id=request_id, inputs=inputs, revision=target.revision, variant=target.name,
+                           analyzed=False, shadow=True)
+        return await self._predict(call, target, time.perf_counter())
+
     def _record_window(self, call: PredictCall, variant: Variant, latency: float, error_type: str | None,
                        http_status: int, result: PredictionResult | None) -> None:
         """One prediction into the windowed figures (a failure has no result: nothing cached or spent)."""

@@ -42,6 +42,7 @@ DEFAULT_VARIANT = "default"
 DEFAULT_REVISION = "default"
 """The one revision of a table in the legacy format (``variants`` only) and of a pod without a table."""
 
+MIN_ADMIN_TOKEN_LENGTH = 16
 ROUTING_KEY_SUFFIX = "routing"
 RESOURCE_PATTERN = re.compile(r"^[^/{}\s]+/[^/{}\s]+$")
 
@@ -128,6 +129,17 @@ class RuntimeSettings(BaseSettings):
     memory_cache_ttl_secs: float = Field(300.0, gt=0)
     redis_cache_ttl_secs: int = Field(3600, ge=1)
     redis_cache_jitter_secs: int = Field(300, ge=0)
+    memory_cache_warm_entries: int = Field(1000, ge=0)
+    """With Redis: entries copied into L1 at start from the most hit ones in Redis; 0 turns it
+    off, and the hit counting with it."""
+    cache_warmup_path: Path | None = None
+    """JSON Lines, one inputs object per line, answered (from Redis, else the LM) before /ready is 200."""
+    cache_warmup_timeout_secs: float = Field(120.0, gt=0)
+    """After this long /ready turns 200 with the warm-up unfinished (``/health`` says incomplete)."""
+    cache_warmup_concurrency: int = Field(4, ge=1, le=64)
+    """Warm-up entries in flight at a time in this pod."""
+    cache_admin_token: SecretStr | None = None
+    """Turns on ``DELETE /v1/cache`` for callers presenting it; unset, the endpoint is off."""
 
     # Circuit breaker (one per model)
     circuit_breaker_failure_threshold: int = Field(5, ge=1)
@@ -195,7 +207,7 @@ class RuntimeSettings(BaseSettings):
     @field_validator(
         "redis_url", "program_path", "openai_api_key", "lm_api_base", "lm_api_key",
         "rate_limit_burst", "rate_limit_key_header", "daily_budget_usd", "routing_path",
-        "routing_redis_key", "dspy_resource", "hostname", "pod_name",
+        "routing_redis_key", "dspy_resource", "hostname", "pod_name", "cache_warmup_path", "cache_admin_token",
         mode="before",
     )  # fmt: skip
     @classmethod
@@ -281,6 +293,13 @@ class RuntimeSettings(BaseSettings):
             raise ValueError("must be <namespace>/<name> (no braces or whitespace)")
         return value
 
+    @field_validator("cache_admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters (a random token, not a password)")
+        return value
+
     @field_validator("daily_budget_usd")
     @classmethod
     def _zero_is_unlimited(cls, value: float | None) -> float | None:
@@ -301,6 +320,8 @@ class RuntimeSettings(BaseSettings):
                 )
         if self.program_path is not None and not self.program_path.is_file():
             raise ValueError(f"PROGRAM_PATH {self.program_path} is not a readable file")
+        if self.cache_warmup_path is not None and not self.cache_warmup_path.is_file():
+            raise ValueError(f"CACHE_WARMUP_PATH {self.cache_warmup_path} is not a readable file")
         if self.routing_redis_key is not None and self.redis_url is None:
             raise ValueError("ROUTING_REDIS_KEY is set, but REDIS_URL is not: the table is pushed through that Redis")
         if self.routing_redis_key is not None and self.dspy_resource is not None:
@@ -357,7 +378,7 @@ class RuntimeSettings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """The effective settings for ``GET /config``: secrets show only whether they are set."""
         data = self.model_dump(mode="json")
-        for name in ("openai_api_key", "lm_api_key"):
+        for name in ("openai_api_key", "lm_api_key", "cache_admin_token"):
             data[name] = "set" if getattr(self, name) is not None else None
         data["lm_fallback_api_keys"] = {str(i): "set" for i in sorted(self.lm_fallback_api_keys)}
         data["redis_url"] = redact_url(self.redis_url.get_secret_value()) if self.redis_url else None

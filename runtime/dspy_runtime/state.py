@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from .cache import RedisCache, TieredCache
+from .cache.hot import HotKeys
+from .cache.invalidation import Invalidator
 from .costs import CostTracker
 from .metrics import Metrics
 from .resilience import BreakerRegistry, Budget
@@ -14,9 +16,10 @@ from .routing import Router
 from .routing_wire import RoutingWire, ServedTableReport
 from .service import PredictionService
 from .settings import RuntimeSettings
+from .warmup import Warmup
 from .windows import WindowFlusher
 
-BackgroundJob = RoutingWire | ServedTableReport | WindowFlusher
+BackgroundJob = RoutingWire | ServedTableReport | WindowFlusher | Warmup | Invalidator | HotKeys
 
 
 @dataclass
@@ -35,6 +38,10 @@ class Runtime:
     routing_wire: RoutingWire | None = None
     pods_report: ServedTableReport | None = None
     window_flusher: WindowFlusher | None = None
+    warmup: Warmup | None = None
+    """Gates ``/ready`` until the cache is warm (or the warm-up timed out)."""
+    invalidator: Invalidator | None = None
+    """``DELETE /v1/cache``, and this pod's L1 following every pod's invalidations."""
     ready: bool = False
 
     def background_jobs(self) -> list[tuple[str, BackgroundJob]]:
@@ -43,5 +50,8 @@ class Runtime:
             ("routing-wire", self.routing_wire),
             ("served-table-report", self.pods_report),
             ("window-flusher", self.window_flusher),
+            ("cache-warmup", self.warmup),
+            ("cache-invalidation", self.invalidator),
+            ("cache-hit-counts", self.cache.hot if self.cache is not None else None),
         )
         return [(name, job) for name, job in jobs if job is not None]

@@ -109,6 +109,17 @@ class RuntimeServer:
     def predict(self, body: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
         return self.client.post("/v1/predict", json=body, **kwargs)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples whose labels include ``labels``, from GET /metrics."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(self.client.get("/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
     def stop(self) -> None:
         self.client.close()
         self.server.should_exit = True

@@ -148,3 +148,60 @@ async def test_the_first_call_after_a_restart_succeeds_over_a_fresh_connection(r
         assert await cache.get("k") == b"after restart"
     finally:
         await cache.close()
+
+
+async def test_entries_are_read_and_deleted_in_batches_by_scope_under_the_prefix_only(redis_url: str) -> None:
+    from dspy_runtime.cache.redis import MGET_BATCH, SCAN_COUNT
+
+    mine = make_cache(redis_url, key_prefix="dspy:{demo/qa}:cache:")
+    theirs = make_cache(redis_url, key_prefix="dspy:{demo/other}:cache:")
+    count = max(MGET_BATCH, SCAN_COUNT) + 7  # more than one batch of each
+    try:
+        for i in range(count):
+            await mine.set(f"{'a' * 16}:{i:032x}", b"a")
+        await mine.set(f"{'b' * 16}:{0:032x}", b"b")
+        await theirs.set(f"{'a' * 16}:{0:032x}", b"theirs")
+        keys = [f"{'a' * 16}:{i:032x}" for i in range(count)] + ["missing"]
+        found = await mine.get_many(keys)
+        assert len(found) == count and set(found.values()) == {b"a"}
+        assert await mine.delete_matching("a" * 16 + ":*") == count
+        assert await mine.get_many(keys) == {}
+        assert await mine.delete([f"{'b' * 16}:{0:032x}", "missing"]) == 1
+        assert await theirs.get(f"{'a' * 16}:{0:032x}") == b"theirs", "another resource's entries are untouched"
+        await mine.set("x" * 16 + ":1", b"x")
+        assert await mine.delete_matching() == 1
+        assert await theirs.delete_matching() == 1
+    finally:
+        await mine.close()
+        await theirs.close()
+
+
+async def test_hit_counts_add_up_across_replicas_stay_bounded_and_name_the_hottest(redis_url: str) -> None:
+    from dspy_runtime.cache.hot import MIN_KEEP, HotKeys
+    from dspy_runtime.cache.keys import CacheNames
+
+    client = Redis.from_url(redis_url)
+    names = CacheNames("dspy:{demo/qa}:")
+    first, second = (HotKeys(client, names, load=2, ttl_seconds=100) for _ in range(2))
+    scope_a, scope_b = "a" * 16, "b" * 16
+    try:
+        for _ in range(3):
+            first.hit(f"{scope_a}:hot")
+        second.hit(f"{scope_a}:hot")
+        second.hit(f"{scope_b}:warm")
+        second.hit(f"{scope_b}:warm")
+        first.hit(f"{scope_a}:cold")
+        for i in range(MIN_KEEP + 10):
+            first.hit(f"{scope_a}:once-{i}")
+        assert await first.flush() and await second.flush()
+        assert await client.zscore(names.hot(scope_a), f"{scope_a}:hot") == 4, "both replicas' counts"
+        assert await client.zcard(names.hot(scope_a)) == MIN_KEEP, "trimmed to the best"
+        assert 90 < await client.ttl(names.hot(scope_a)) <= 100
+        assert await first.hottest({scope_a, scope_b}) == [f"{scope_a}:hot", f"{scope_b}:warm"]
+        assert await first.hottest({scope_b}) == [f"{scope_b}:warm"]
+        await first.forget({scope_a})
+        assert await first.hottest({scope_a, scope_b}) == [f"{scope_b}:warm"]
+        await first.forget(None)
+        assert await first.hottest({scope_b}) == []
+    finally:
+        await client.aclose()

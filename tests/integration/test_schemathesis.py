@@ -26,10 +26,15 @@ from dspy_runtime.app import create_app
 from dspy_runtime.settings import RuntimeSettings
 
 MIN_POST_CASES = 500
+ADMIN_TOKEN = "schemathesis-cache-admin-token"
+"""Set, so that DELETE /v1/cache is on and its valid requests succeed (without it: 404 disabled)."""
 DOCUMENT = create_app(RuntimeSettings(routing_path=None, redis_url=None)).openapi()
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": 14,
+        # The document's own security schemes for DELETE /v1/cache; schemathesis also sends
+        # requests without them and with wrong ones, which must get 401 and 403.
+        "auth": {"openapi": {"HTTPBearer": {"bearer": ADMIN_TOKEN}, "APIKeyHeader": {"api_key": ADMIN_TOKEN}}},
         "generation": {"mode": "all", "deterministic": True, "database": "none", "max-examples": 60},
         "operations": [{"include-method": "POST", "generation": {"max-examples": 700}}],
         "checks": {
@@ -47,7 +52,7 @@ CONFIG = schemathesis.Config.from_dict(
 @pytest.fixture(scope="module")
 def runtime(spawn_module_runtime, fake_lm_server):
     fake_lm_server.reset()  # a healthy LM, whatever an earlier test left configured (held, failing)
-    process = spawn_module_runtime()
+    process = spawn_module_runtime(CACHE_ADMIN_TOKEN=ADMIN_TOKEN)
     process.wait_ready()
     assert httpx.get(f"{process.url}/openapi.json", timeout=30).json() == DOCUMENT
     return process

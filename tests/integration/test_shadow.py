@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from dspy_operator.rollout.experiment import wilson_interval
 from dspy_operator.rollout.shadow import shadow_status
@@ -47,13 +46,7 @@ def write_table(tmp_path: Path, name: str, *, shadow: bool = True, policy: dict[
 
 def metric(runtime: Any, name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels`, from GET /metrics."""
-    text = runtime.client.get("/metrics").text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return float(runtime.metric(name, **labels))
 
 
 def shadow_outcomes(runtime: Any) -> dict[str, float]:

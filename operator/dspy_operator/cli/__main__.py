@@ -3,6 +3,7 @@
     kubectl dspy status NAME [--watch]
     kubectl dspy promote NAME [--full] | abort | retry | pause | resume | undo NAME [--no-wait] [--timeout 30s]
     kubectl dspy history NAME
+    kubectl dspy cache clear NAME [--variant V] [--revision R]
 
 Global options as in kubectl, before or after the verb: -n/--namespace (default: the
 context's namespace), --context, --kubeconfig. Exit codes: 0 done, 1 refused, rejected,
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
-from dspy_operator.cli import render
+from dspy_operator.cli import cache, render
 from dspy_operator.cli.client import CliError, DSPyApi, KubeDSPyApi
 from dspy_operator.cli.verbs import annotation_patch, answer_to, new_request, unfit
 from dspy_operator.rollout.canary import ABORT, PAUSE, PROMOTE, PROMOTE_FULL, RESUME, RETRY, UNDO
@@ -63,6 +64,9 @@ def main(argv: Sequence[str] | None = None, *, api: DSPyApi | None = None, now: 
         if args.verb == "history":
             sys.stdout.write(render.render_history(api.get(namespace, args.name), now()))
             return EXIT_OK
+        if args.verb == "cache":
+            print(cache.clear(api, namespace, args.name, variant=args.variant, revision=args.revision))
+            return EXIT_OK
         action = PROMOTE_FULL if args.verb == "promote" and args.full else REQUEST_VERBS[args.verb][0]
         return send_request(api, namespace, args.name, action, now, monotonic,
                             wait=not args.no_wait, timeout=args.timeout)
@@ -88,6 +92,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
     history = verbs.add_parser("history", parents=[shared], help="List promoted revisions, newest first.")
     history.add_argument("name", metavar="NAME")
+
+    cache_help = "Cached answers: `cache clear NAME` removes them from Redis and every pod's memory."
+    cache_command = verbs.add_parser("cache", help=cache_help, description=cache_help)
+    cache_verbs = cache_command.add_subparsers(dest="cache_verb", required=True, metavar="VERB")
+    clear_help = "Remove cached answers (all, or one variant's / revision's) via DELETE /v1/cache on a runtime pod."
+    clear = cache_verbs.add_parser("clear", parents=[shared], help=clear_help, description=clear_help)
+    clear.add_argument("name", metavar="NAME")
+    clear.add_argument("--variant", help="Only this variant's entries (in every revision unless --revision).")
+    clear.add_argument("--revision", help="Only this revision's entries.")
 
     for verb, (_action, help_text) in REQUEST_VERBS.items():
         command = verbs.add_parser(verb, parents=[shared], help=help_text, description=help_text)

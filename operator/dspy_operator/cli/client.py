@@ -1,4 +1,5 @@
-"""The plugin's only door to the cluster: get, annotate and watch one DSPyDeployment.
+"""The plugin's only door to the cluster: get, annotate and watch one DSPyDeployment, read a
+Secret key and call a runtime Service through the API server's service proxy.
 
 `DSPyApi` is the protocol the verbs use, so tests pass a fake and no verb knows about
 HTTP. `KubeDSPyApi` implements it over the official client's `CustomObjectsApi`, loaded
@@ -9,11 +10,13 @@ missing object, a refused call, an unreachable server, a broken kubeconfig.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client as k8s
@@ -63,13 +66,32 @@ class DSPyApi(Protocol):
         object again and watch on."""
         ...
 
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded; raises CliError naming the Secret and key when missing."""
+        ...
+
+    def delete_through_service(self, namespace: str, service: str, port: str, path: str,
+                               query: Mapping[str, str], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """DELETE `path` on a Service through the API server's service proxy (so it works from
+        outside the cluster): (HTTP status, JSON body). A body that is not JSON is `{}`."""
+        ...
+
 
 class KubeDSPyApi:
-    """`DSPyApi` over `CustomObjectsApi`."""
+    """`DSPyApi` over `CustomObjectsApi` (and `CoreV1Api`'s client for Secrets and the service proxy)."""
 
-    def __init__(self, objects: k8s.CustomObjectsApi, default_namespace: str) -> None:
+    def __init__(self, objects: k8s.CustomObjectsApi, default_namespace: str,
+                 core: k8s.CoreV1Api | None = None) -> None:
         self._objects = objects
+        self._core = core
+        """None only in tests of the custom-object calls; `connect` always sets it."""
         self.default_namespace = default_namespace
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        if self._core is None:
+            raise CliError("no CoreV1Api client (construct with core=..., or use connect())")
+        return self._core
 
     @classmethod
     def connect(cls, kubeconfig: str | None, context: str | None) -> KubeDSPyApi:
@@ -87,7 +109,8 @@ class KubeDSPyApi:
             where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise CliError(f"kubeconfig {where}: {error}") from None
         namespace = (chosen.get("context") or {}).get("namespace") or "default"
-        return cls(k8s.CustomObjectsApi(k8s.ApiClient(configuration)), namespace)
+        api_client = k8s.ApiClient(configuration)
+        return cls(k8s.CustomObjectsApi(api_client), namespace, k8s.CoreV1Api(api_client))
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         with _translated(namespace, name):
@@ -122,6 +145,47 @@ class KubeDSPyApi:
                 return  # the connection went silent; the caller gets afresh
             finally:
                 stream.close()  # a caller that found its answer stops early: release the connection now
+
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        where = f'Secret "{name}" in namespace "{namespace}"'
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace,
+                                                       _request_timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS))
+        except k8s.ApiException as error:
+            if error.status == 404:
+                raise CliError(f'Secret "{name}" not found in namespace "{namespace}"') from None
+            raise _api_error(error, namespace, name) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise CliError(f"cannot reach the API server: {_reason(error)}") from None
+        value = (secret.data or {}).get(key)
+        if value is None:
+            raise CliError(f'{where} has no key "{key}"')
+        return base64.b64decode(value).decode()
+
+    def delete_through_service(self, namespace: str, service: str, port: str, path: str,
+                               query: Mapping[str, str], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        api_client = self.core.api_client
+        # Spelled out rather than as path parameters, which the client percent-encodes whole: the
+        # proxied path keeps its slashes and `<service>:<port>` its colon, as kubectl sends them.
+        target = f"{quote(service, safe='')}:{quote(port, safe='')}"
+        method, url, header_params, body, _ = api_client.param_serialize(
+            method="DELETE", resource_path=f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{target}/proxy{path}",
+            query_params=list(query.items()), header_params={"Accept": "application/json", **headers},
+            auth_settings=["BearerToken"])
+        try:
+            response = api_client.call_api(method, url, header_params=header_params, body=body,
+                                           _request_timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS))
+            raw = response.read()
+        except k8s.ApiException as error:
+            raise CliError(f"the API server refused: {error.reason or error.status}") from None
+        except urllib3.exceptions.HTTPError as error:
+            raise CliError(f"cannot reach the API server: {_reason(error)}") from None
+        try:
+            answer = json.loads(raw or b"{}")
+        except ValueError:
+            answer = {}
+        return response.status, answer if isinstance(answer, dict) else {}
 
 
 @contextmanager

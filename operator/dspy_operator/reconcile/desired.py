@@ -69,6 +69,9 @@ def runtime_env(owner: Owner) -> list[Obj]:
         ("MEMORY_CACHE_TTL_SECS", section(cache, "memory").get("ttlSeconds")),
         ("REDIS_CACHE_TTL_SECS", section(cache, "redis").get("ttlSeconds")),
         ("REDIS_CACHE_JITTER_SECS", section(cache, "redis").get("jitterSeconds")),
+        ("MEMORY_CACHE_WARM_ENTRIES", section(cache, "memory").get("warmEntries")),
+        ("CACHE_WARMUP_PATH", f"{api.WARMUP_DIR}/{api.WARMUP_FILE}" if cache.get("warmup") else None),
+        ("CACHE_WARMUP_TIMEOUT_SECS", section(cache, "warmup").get("timeoutSeconds")),
         ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", breaker.get("failureThreshold")),
         ("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", breaker.get("successThreshold")),
         ("CIRCUIT_BREAKER_TIMEOUT_SECS", breaker.get("openSeconds")),
@@ -78,6 +81,8 @@ def runtime_env(owner: Owner) -> list[Obj]:
         ("DAILY_BUDGET_USD", budget.get("dailyUsd")),
     ]
     env.extend(_env(name, value) for name, value in optional if value is not None)
+    if cache.get("adminTokenSecretRef"):
+        env.append(_secret_env("CACHE_ADMIN_TOKEN", cache["adminTokenSecretRef"], api.DEFAULT_ADMIN_TOKEN_KEY))
     if lm.get("apiKeySecretRef"):
         env.append(_secret_env(api.LM_API_KEY_ENV, lm["apiKeySecretRef"]))
     env.extend(_fallback_env(lm))
@@ -174,9 +179,9 @@ def _pod_security(uid: int) -> Obj:
 
 
 def runtime_volumes(owner: Owner) -> tuple[list[Obj], list[Obj]]:
-    """(volumes, mounts): writable /tmp and the routing table (programs travel inside it).
-    The routing ConfigMap named here is the SINGLE Deployment's; `runtime_deployment` points a
-    color's pods at that color's."""
+    """(volumes, mounts): writable /tmp, the routing table (programs travel inside it) and the
+    cache warm-up inputs when spec.cache.warmup names them. The routing ConfigMap named here is
+    the SINGLE Deployment's; `runtime_deployment` points a color's pods at that color's."""
     volumes: list[Obj] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "routing", "configMap": {"name": api.routing_name(owner.name)}},
@@ -185,6 +190,12 @@ def runtime_volumes(owner: Owner) -> tuple[list[Obj], list[Obj]]:
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "routing", "mountPath": api.ROUTING_DIR, "readOnly": True},
     ]
+    ref = section(owner.spec, "cache", "warmup").get("configMapRef")
+    if ref:
+        # The one key, under a fixed name: CACHE_WARMUP_PATH does not depend on the user's key.
+        item = {"key": ref.get("key") or api.DEFAULT_WARMUP_KEY, "path": api.WARMUP_FILE}
+        volumes.append({"name": "cache-warmup", "configMap": {"name": ref["name"], "items": [item]}})
+        mounts.append({"name": "cache-warmup", "mountPath": api.WARMUP_DIR, "readOnly": True})
     return volumes, mounts
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from dspy_operator import api
 from dspy_operator.errors import SpecProblem
 
 Read = Callable[[str, str, str], Mapping[str, Any] | None]
@@ -79,6 +80,9 @@ def secret_refs(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any
     redis = spec.get("redis") or {}
     if redis.get("mode") == "External":
         yield "spec.redis.urlSecretRef", redis.get("urlSecretRef") or {}
+    cache = spec.get("cache") or {}
+    if cache.get("adminTokenSecretRef"):
+        yield "spec.cache.adminTokenSecretRef", cache["adminTokenSecretRef"]
 
 
 def program_sections(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -192,6 +196,14 @@ def gather(read: Read, namespace: str, spec: Mapping[str, Any]) -> Inputs:
             problems.append(examples_or_problem)
         else:
             devset = examples_or_problem
+    warmup_ref = ((spec.get("cache") or {}).get("warmup") or {}).get("configMapRef")
+    if warmup_ref:
+        # Only its presence: a pod cannot start without the mounted key, while the runtime skips
+        # (and counts) bad lines itself.
+        found = _read_configmap_key(read, namespace, "spec.cache.warmup.configMapRef",
+                                    {"key": api.DEFAULT_WARMUP_KEY, **warmup_ref})
+        if isinstance(found, SpecProblem):
+            problems.append(found)
     return Inputs(programs=programs, devset=devset, problems=tuple(problems))
 
 

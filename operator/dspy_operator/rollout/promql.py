@@ -28,7 +28,8 @@ FIGURES: Final = ("requests", "errorRate", "p95LatencySeconds", "costPerRequestU
 """The figures `judge` reads, named as in status.lastAnalysis and in `prometheus.queries`."""
 
 SERVER_ERROR_TYPES: Final = (
-    "circuit_open", "internal_error", "not_ready", "shutting_down", "upstream_error", "upstream_timeout",
+    "cache_unavailable", "circuit_open", "internal_error", "not_ready", "shutting_down", "upstream_error",
+    "upstream_timeout",
 )
 """The `status` label values of `dspy_predictions_total` whose HTTP status is >= 500: the failures a
 bad revision causes, as the Redis windows count them. Copied, not imported: the operator never

@@ -24,15 +24,15 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import BadRequest, InvalidInput, PayloadTooLarge, ServiceError, error_body, validation_problems
+from ..errors import InvalidInput, PayloadTooLarge, ServiceError, error_body
 from ..logs import request_id_var
 from ..state import Runtime
+from .body import json_object, object_of, validated
 from .deps import runtime_of
-from .predict import RequestRoute, predict_body, predict_call
+from .predict import RequestRoute, predict_call
 from .responses import JSON
 from .schemas import WITH_A_BODY, BatchResponse, PredictRequest, documented
 
@@ -76,14 +76,7 @@ def request_schema() -> dict[str, Any]:
 
 async def predict_batch(request: Request) -> JSON:
     runtime = runtime_of(request)
-    try:
-        data = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise BadRequest("the request body is not valid JSON") from None
-    try:
-        items = BatchRequest.model_validate(data).items
-    except ValidationError as exc:
-        raise InvalidInput("; ".join(validation_problems(exc))) from None
+    items = validated(BatchRequest, json_object(await request.body())).items
     limit = runtime.settings.max_batch_items
     if len(items) > limit:
         raise PayloadTooLarge(f"items: {len(items)} items is over the limit of {limit} per batch (MAX_BATCH_ITEMS)")
@@ -108,7 +101,7 @@ async def _predict_item(runtime: Runtime, request: Request, item: Any, default_i
     """One item's result body, or its error body (never raises)."""
     request_id = default_id
     try:
-        body = predict_body(item, "an item (a /v1/predict body)")
+        body = validated(PredictRequest, object_of(item, "an item (a /v1/predict body)"))
         if body.request_id:
             request_id = body.request_id
         request_id_var.set(request_id)  # this worker task's own context: the item's log lines carry its id

@@ -28,6 +28,8 @@ async def health(runtime: MaybeRuntimeDep) -> JSON:
         components.update(await runtime.cache.health())
     else:
         components.update(memory="disabled", redis="disabled")
+    if runtime.warmup is not None:
+        components["warmup"] = runtime.warmup.progress.public()
     breakers = {model: state.value for model, state in runtime.breakers.states().items()}
     components["breakers"] = breakers
     components["budget_store"] = "ok" if runtime.budget.healthy else "down"
@@ -39,12 +41,16 @@ async def health(runtime: MaybeRuntimeDep) -> JSON:
     return JSON({"status": "degraded" if degraded else "ok", "components": components})
 
 
-@router.get("/ready", summary="Readiness: 503 until the program is loaded, and while stopping",
+@router.get("/ready", summary="Readiness: 503 until the program is loaded and the cache warmed, and while stopping",
             responses=documented(ReadyResponse))
 async def ready(request: Request) -> JSON:
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("the program is not loaded yet")
+    warmup = runtime.warmup
+    if warmup is not None and not warmup.ready:
+        progress = warmup.progress
+        raise NotReady(f"warming the cache: {progress.entries - progress.pending} of {progress.entries} entries done")
     return JSON({"status": "ready", "variants": [v.name for v in runtime.router.state.variants]})
 
 

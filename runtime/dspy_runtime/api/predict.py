@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 
-from ..errors import BadRequest, InvalidInput, validation_problems
 from ..logs import request_id_var
 from ..service import PredictCall
 from ..state import Runtime
 from . import stream
+from .body import json_object, validated
 from .deps import runtime_of
 from .responses import JSON
 from .schemas import WITH_A_BODY, PredictRequest, PredictResponse, documented
@@ -68,12 +66,7 @@ def add_route(app: FastAPI) -> None:
 
 async def predict(request: Request) -> Response:
     runtime = runtime_of(request)  # no dependencies on this route (RequestRoute)
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("the request body is not valid JSON") from None
-    body = predict_body(data)
+    body = validated(PredictRequest, json_object(await request.body()))
 
     state = request.state
     if body.request_id:
@@ -84,17 +77,6 @@ async def predict(request: Request) -> Response:
         return stream.respond(runtime, call)  # the prediction runs as the response is sent
     result = await runtime.service.predict(call)
     return JSON(result.body())
-
-
-def predict_body(data: Any, what: str = "the request body") -> PredictRequest:
-    """``data`` (a request's body, or a batch item) as a ``PredictRequest``; else ``InvalidInput``
-    naming the fields."""
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{what} must be a JSON object")
-    try:
-        return PredictRequest.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput("; ".join(validation_problems(exc))) from None
 
 
 def predict_call(

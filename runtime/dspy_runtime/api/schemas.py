@@ -82,6 +82,14 @@ class BatchResponse(_Body):
     results: list[PredictResponse | ErrorResponse]
 
 
+class CacheClearResponse(_Body):
+    """``DELETE /v1/cache``'s answer."""
+
+    removed: dict[str, int] = Field(description="Entries removed: redis (shared) and memory (this pod's).")
+    replicas_notified: int = Field(description="Runtime pods that received the invalidation (Redis pub/sub).")
+    scope: dict[str, Any] = Field(description="revision, variant (null: all), inputs (whether one input was named).")
+
+
 class HealthResponse(_Body):
     status: Literal["ok", "degraded", "starting"]
     components: dict[str, Any] = Field(description="program, memory, redis, breakers (per model), budget_store.")
@@ -120,7 +128,7 @@ ERROR_STATUSES: dict[int, str] = {
     400: "Malformed: the body is not JSON, an invalid Content-Length, or unparsable HTTP.",
     401: "No or malformed credentials.",
     403: "Credentials not accepted.",
-    404: "Not found.",
+    404: "Not found, or an endpoint its setting turns off (disabled: DELETE /v1/cache without CACHE_ADMIN_TOKEN).",
     408: "The request head did not arrive in HEADER_TIMEOUT_SECS, or its body in BODY_TIMEOUT_SECS.",
     413: "The body is over MAX_BODY_BYTES (refused before it is read whole).",
     415: "A body not sent as Content-Type: application/json.",

@@ -8,10 +8,12 @@ not thread-safe, which is fine: the runtime touches it from its event loop only.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Iterable
 
 from cachetools import TTLCache
 
 from ..clock import Clock
+from .keys import scope_of
 
 
 class MemoryCache:
@@ -32,6 +34,25 @@ class MemoryCache:
 
     def set(self, key: str, value: bytes) -> None:
         self._entries[key] = value
+
+    def discard(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; how many were here."""
+        return sum(self._entries.pop(key, None) is not None for key in keys)
+
+    def discard_scopes(self, scopes: Collection[str]) -> int:
+        """Remove every entry of ``scopes`` (keys start with their scope, see ``keys.py``).
+
+        A walk over at most ``max_entries`` keys: an operator's action, never a request's.
+        """
+        doomed = [key for key in self._entries if scope_of(key) in scopes]
+        return self.discard(doomed)
+
+    def clear(self) -> int:
+        """Remove everything; how many entries there were (expired ones not counted)."""
+        self._entries.expire()
+        count = len(self._entries)
+        self._entries.clear()
+        return count
 
     def __len__(self) -> int:
         return len(self._entries)

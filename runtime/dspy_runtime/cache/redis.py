@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 from redis.asyncio import Redis
@@ -31,9 +31,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..clock import Clock
+from .keys import glob_escape
 
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a Redis call may raise when the server is gone (timeouts are OSErrors too)."""
+MGET_BATCH = 500
+SCAN_COUNT = 500
 
 
 def redis_client(url: str, *, timeout_seconds: float = 0.3, health_check_interval: int = 30) -> Redis:
@@ -154,6 +157,43 @@ class RedisCache:
             self._window.failed()
             return
         self._window.succeeded()
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The stored values of ``keys`` (one MGET per ``MGET_BATCH``); missing keys are absent,
+        and an unavailable Redis yields what was read before it failed."""
+        found: dict[str, bytes] = {}
+        for start in range(0, len(keys), MGET_BATCH):
+            if not self._window.may_try():
+                break
+            batch = keys[start:start + MGET_BATCH]
+            try:
+                values = await self.client.mget([self._prefix + key for key in batch])
+            except REDIS_FAILURES:
+                self._window.failed()
+                break
+            self._window.succeeded()
+            found.update((key, value) for key, value in zip(batch, values, strict=True) if value is not None)
+        return found
+
+    async def delete(self, keys: Iterable[str]) -> int:
+        """Delete ``keys``; how many existed. Raises Redis errors: the caller must know."""
+        names = [self._prefix + key for key in keys]
+        return int(await self.client.unlink(*names)) if names else 0
+
+    async def delete_matching(self, key_pattern: str = "*") -> int:
+        """Delete the entries whose key matches the glob ``key_pattern`` (``<scope>:*``; ``*``: all);
+        how many. SCAN, never KEYS (which blocks Redis for the whole keyspace), UNLINKed in
+        batches (freed in the background). Raises Redis errors: the caller must know."""
+        removed = 0
+        batch: list[bytes] = []
+        async for name in self.client.scan_iter(match=glob_escape(self._prefix) + key_pattern, count=SCAN_COUNT):
+            batch.append(name)
+            if len(batch) >= SCAN_COUNT:
+                removed += int(await self.client.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(await self.client.unlink(*batch))
+        return removed
 
     async def ping(self) -> bool:
         """Whether Redis answers now; during the back-off window, False without a network call."""

@@ -14,11 +14,12 @@ spend tokens, so the app should treat it like a hit for cost accounting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from ..metrics import Metrics
+from .hot import HotKeys
 from .memory import MemoryCache
 from .redis import RedisCache
 
@@ -44,9 +45,15 @@ class _NoCounter:
 class TieredCache:
     """L1 and L2 are each optional: ``None`` disables a level (no Redis configured, or tests)."""
 
-    def __init__(self, memory: MemoryCache | None, redis: RedisCache | None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, memory: MemoryCache | None, redis: RedisCache | None, metrics: Metrics | None = None,
+        hot: HotKeys | None = None,
+    ) -> None:
         self._memory = memory
         self._redis = redis
+        self.hot = hot
+        """Counts hits for the next pod's L1 (``hot.py``); None when nothing loads them."""
+        self._count_hit = hot.hit if hot is not None else None
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
         # Bound once: counting must cost nanoseconds on the hit path.
         counter = metrics.cache_op if metrics is not None else (lambda level, op: _NoCounter())
@@ -62,7 +69,12 @@ class TieredCache:
         if self._memory is None:
             return None
         value = self._memory.get(key)
-        (self._memory_hit if value is not None else self._memory_miss).inc()
+        if value is None:
+            self._memory_miss.inc()
+            return None
+        self._memory_hit.inc()
+        if self._count_hit is not None:
+            self._count_hit(key)
         return value
 
     async def _redis_get(self, key: str) -> bytes | None:
@@ -70,6 +82,8 @@ class TieredCache:
         value = await self._redis.get(key)
         if value is not None:
             self._redis_hit.inc()
+            if self._count_hit is not None:
+                self._count_hit(key)
             if self._memory is not None:
                 self._memory.set(key, value)
                 self._memory_set.inc()
@@ -79,6 +93,28 @@ class TieredCache:
             # Failed now or skipped during the back-off window: Redis was not used.
             self._redis_error.inc()
         return value
+
+    @property
+    def memory(self) -> MemoryCache | None:
+        return self._memory
+
+    @property
+    def redis(self) -> RedisCache | None:
+        return self._redis
+
+    async def preload(self, keys: Sequence[str]) -> set[str]:
+        """Copy the entries of ``keys`` that Redis holds into L1 (warm-up); the keys found.
+
+        Not counted as hits or misses: no request asked, and warm-up has its own metrics.
+        Without L1 the keys found are still reported (they need no compute).
+        """
+        if self._redis is None or not keys:
+            return set()
+        found = await self._redis.get_many(keys)
+        if self._memory is not None:
+            for key, value in found.items():
+                self._memory.set(key, value)
+        return set(found)
 
     async def get(self, key: str) -> CacheHit | None:
         """L1, then L2; an L2 hit is copied into L1 so the next read stays in-process."""

@@ -686,3 +686,169 @@ def test_status_of_a_blue_green_preview_shows_the_colors_and_the_scale_down():
             "(undo switches back until then)") in text
     assert verbs.unfit("promote", switched) == "qa has no blue/green preview in progress: nothing to promote"
     assert verbs.unfit("abort", preview) is None
+
+
+# --- cache clear ---------------------------------------------------------------------------------------
+
+CACHE_TOKEN = "cache-admin-token-0123456789abcdef"
+CACHE_SPEC = {"cache": {"adminTokenSecretRef": {"name": "cache-admin", "key": "token"}}, "redis": {"mode": "Managed"}}
+CLEARED = {"removed": {"redis": 12, "memory": 3}, "replicas_notified": 2,
+           "scope": {"revision": None, "variant": "b", "inputs": False}}
+
+
+class CacheFakeApi(FakeApi):
+    """`FakeApi` with the Secret read and the service call `cache clear` makes, recorded."""
+
+    def __init__(self, body: dict[str, Any] | None, answer: tuple[int, dict[str, Any]] = (200, CLEARED)) -> None:
+        super().__init__(body)
+        self.secrets = {("demo", "cache-admin"): {"token": CACHE_TOKEN}}
+        self.service_answer = answer
+        self.deletes: list[tuple[Any, ...]] = []
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        self.calls.append(("secret", namespace, name, key))
+        value = self.secrets.get((namespace, name), {}).get(key)
+        if value is None:
+            raise CliError(f'Secret "{name}" not found in namespace "{namespace}"')
+        return value
+
+    def delete_through_service(self, namespace: str, service: str, port: str, path: str,
+                               query: Mapping[str, str], headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        self.deletes.append((namespace, service, port, path, dict(query), dict(headers)))
+        return self.service_answer
+
+
+def test_cache_clear_reads_the_token_and_deletes_through_the_runtime_service(capsys: pytest.CaptureFixture[str]):
+    fake = CacheFakeApi(deployment(status=steady(), spec=CACHE_SPEC))
+    assert run(["cache", "clear", "qa", "--variant", "b", "-n", "demo"], fake) == 0
+    assert fake.deletes == [("demo", "qa", "http", "/v1/cache", {"variant": "b"}, {"X-Cache-Admin-Token": CACHE_TOKEN})]
+    assert ("secret", "demo", "cache-admin", "token") in fake.calls
+    out = capsys.readouterr().out
+    assert out == ("qa: cache cleared (variant b): 12 entries removed from Redis, 3 from the answering pod's memory; "
+                   "2 runtime(s) notified\n")
+    assert CACHE_TOKEN not in out
+    assert run(["cache", "clear", "qa", "--revision", STABLE, "--variant", "a"], fake) == 0
+    assert fake.deletes[-1][4] == {"variant": "a", "revision": STABLE}
+    assert run(["cache", "clear", "qa"], fake) == 0
+    assert fake.deletes[-1][4] == {} and "(all entries)" in capsys.readouterr().out
+
+
+def test_cache_clear_without_redis_warns_that_only_one_pod_was_cleared(capsys: pytest.CaptureFixture[str]):
+    spec = {**CACHE_SPEC, "redis": {"mode": "Disabled"}}
+    fake = CacheFakeApi(deployment(status=steady(), spec=spec),
+                        answer=(200, {"removed": {"redis": 0, "memory": 4}, "replicas_notified": 0}))
+    assert run(["cache", "clear", "qa"], fake) == 0
+    assert "warning: spec.redis.mode is Disabled: only the pod that answered was cleared" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "answer", "message"),
+    [
+        ({}, (200, CLEARED), "qa has no spec.cache.adminTokenSecretRef: cache invalidation is off"),
+        ({"cache": {**CACHE_SPEC["cache"], "enabled": False}}, (200, CLEARED), "spec.cache.enabled false"),
+        ({"cache": {"adminTokenSecretRef": {"name": "gone"}}}, (200, CLEARED), 'Secret "gone" not found in namespace "demo"'),
+        (CACHE_SPEC, (403, {"error": {"type": "forbidden", "message": "the cache admin token is wrong"}}),
+         "the runtime refused: the cache admin token is wrong (HTTP 403, forbidden)"),
+        (CACHE_SPEC, (422, {"error": {"type": "invalid_input", "message": "variant: unknown variant 'x'"}}),
+         "the runtime refused: variant: unknown variant 'x' (HTTP 422, invalid_input)"),
+        (CACHE_SPEC, (503, {"kind": "Status", "message": 'no endpoints available for service "qa"'}),
+         'the API server refused: no endpoints available for service "qa" (HTTP 503) (are the runtime pods ready?)'),
+    ],
+)
+def test_cache_clear_failures_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str], spec: dict[str, Any],
+                                                      answer: tuple[int, dict[str, Any]], message: str):
+    fake = CacheFakeApi(deployment(status=steady(), spec=spec), answer=answer)
+    assert run(["cache", "clear", "qa"], fake) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert CACHE_TOKEN not in err
+
+
+def test_cache_clear_needs_its_verb_and_a_name():
+    for argv in (["cache"], ["cache", "clear"], ["cache", "flush", "qa"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(argv)
+    args = cli.parse_args(["cache", "clear", "qa", "--variant", "b", "--context", "prod"])
+    assert (args.verb, args.cache_verb, args.name, args.variant, args.revision, args.context) == (
+        "cache", "clear", "qa", "b", None, "prod")
+
+
+def test_the_token_header_is_the_one_the_runtime_reads():
+    import ast
+    from pathlib import Path
+
+    from dspy_operator import api
+
+    source = Path(__file__).resolve().parents[3] / "runtime" / "dspy_runtime" / "api" / "cache_admin.py"
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(source.read_text()).body
+              if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+              and isinstance(node.value, ast.Constant)}
+    assert values["TOKEN_HEADER"] == api.CACHE_ADMIN_TOKEN_HEADER
+
+
+class _ApiServer:
+    """A loopback HTTP server standing in for the API server: records requests, answers from `routes`."""
+
+    def __init__(self, routes: dict[tuple[str, str], tuple[int, bytes]]) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                server.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                status, body = routes.get((self.command, self.path.split("?")[0]), (404, b'{"message": "nope"}'))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_DELETE = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_kube_api_reads_the_secret_and_deletes_through_the_service_proxy():
+    import base64
+
+    proxy = "/api/v1/namespaces/demo/services/qa:http/proxy/v1/cache"
+    server = _ApiServer({
+        ("GET", "/api/v1/namespaces/demo/secrets/cache-admin"): (200, json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cache-admin"},
+            "data": {"token": base64.b64encode(CACHE_TOKEN.encode()).decode()}}).encode()),
+        ("DELETE", proxy): (200, json.dumps(CLEARED).encode()),
+    })
+    try:
+        configuration = client.k8s.Configuration()
+        configuration.host = server.url
+        configuration.api_key = {"BearerToken": "Bearer user-token"}
+        api_client = client.k8s.ApiClient(configuration)
+        kube = client.KubeDSPyApi(client.k8s.CustomObjectsApi(api_client), "demo", client.k8s.CoreV1Api(api_client))
+        assert kube.secret_value("demo", "cache-admin", "token") == CACHE_TOKEN
+        with pytest.raises(CliError, match='Secret "cache-admin" in namespace "demo" has no key "other"'):
+            kube.secret_value("demo", "cache-admin", "other")
+        with pytest.raises(CliError, match='Secret "absent" not found in namespace "demo"'):
+            kube.secret_value("demo", "absent", "token")
+        status, answer = kube.delete_through_service("demo", "qa", "http", "/v1/cache", {"variant": "b"},
+                                                     {"X-Cache-Admin-Token": CACHE_TOKEN})
+        assert (status, answer) == (200, CLEARED), server.requests[-1]
+        method, path, headers = server.requests[-1]
+        assert (method, path) == ("DELETE", proxy + "?variant=b")
+        assert headers["x-cache-admin-token"] == CACHE_TOKEN
+        assert headers["authorization"] == "Bearer user-token", "the user's own credentials, for the API server"
+        assert kube.delete_through_service("demo", "other", "http", "/v1/cache", {}, {}) == (404, {"message": "nope"})
+    finally:
+        server.close()

@@ -155,6 +155,38 @@ def test_pod_security_probes_and_volumes(body):
                                        {"name": "routing", "mountPath": "/etc/dspy/routing", "readOnly": True}]
 
 
+def test_cache_warmup_inputs_are_mounted_and_the_admin_token_comes_from_its_secret(body):
+    children = build(body({"cache": {
+        "memory": {"warmEntries": 50},
+        "warmup": {"configMapRef": {"name": "qa-warm", "key": "inputs.jsonl"}, "timeoutSeconds": 90},
+        "adminTokenSecretRef": {"name": "cache-admin", "key": "token"},
+    }}))
+    env = env_of(children)
+    assert env["CACHE_WARMUP_PATH"]["value"] == "/etc/dspy/warmup/warmup.jsonl"
+    assert env["CACHE_WARMUP_TIMEOUT_SECS"]["value"] == "90"
+    assert env["MEMORY_CACHE_WARM_ENTRIES"]["value"] == "50"
+    assert env["CACHE_ADMIN_TOKEN"] == {"name": "CACHE_ADMIN_TOKEN",
+                                        "valueFrom": {"secretKeyRef": {"name": "cache-admin", "key": "token"}}}
+    pod = children["Deployment/qa"]["spec"]["template"]["spec"]
+    assert pod["volumes"][-1] == {"name": "cache-warmup", "configMap": {
+        "name": "qa-warm", "items": [{"key": "inputs.jsonl", "path": "warmup.jsonl"}]}}
+    assert container(children)["volumeMounts"][-1] == {"name": "cache-warmup", "mountPath": "/etc/dspy/warmup",
+                                                       "readOnly": True}
+
+
+def test_without_warmup_or_token_nothing_is_mounted_or_set(body):
+    children = build(body({"cache": {"warmup": None}}))
+    env = env_of(children)
+    assert not {"CACHE_WARMUP_PATH", "CACHE_WARMUP_TIMEOUT_SECS", "CACHE_ADMIN_TOKEN"} & set(env)
+    assert [v["name"] for v in children["Deployment/qa"]["spec"]["template"]["spec"]["volumes"]] == ["tmp", "routing"]
+
+
+def test_a_key_left_to_the_default_is_the_crds_default(body):
+    env = env_of(build(body({"cache": {"warmup": {"configMapRef": {"name": "w"}}, "adminTokenSecretRef": {"name": "t"}}})))
+    assert env["CACHE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "t", "key": "token"}
+    assert "CACHE_WARMUP_TIMEOUT_SECS" not in env, "unset: the runtime's default (the CRD's is the same)"
+
+
 def test_service_maps_port_80_to_the_runtime_port(body):
     service = build(body({"runtime": {"port": 9000}}))["Service/qa"]
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]

@@ -170,3 +170,20 @@ def test_a_blue_green_gate_reads_its_dev_set_from_its_own_section(body):
     assert gather(kube.get, "demo", spec).devset == (EXAMPLE,)  # type: ignore[arg-type]
     missing = gather(FakeKube(OPENAI).get, "demo", spec)  # type: ignore[arg-type]
     assert [problem.field for problem in missing.problems] == ["spec.rollout.blueGreen.analysis.evaluation.configMapRef"]
+
+
+def test_the_cache_warmup_configmap_and_admin_token_secret_must_exist(body):
+    spec = body({"cache": {"warmup": {"configMapRef": {"name": "warm"}},
+                           "adminTokenSecretRef": {"name": "cache-admin", "key": "token"}}})["spec"]
+    kube = FakeKube({("Secret", "openai"): {"data": {"api-key": "eA=="}}})
+    assert [str(p) for p in gather(kube.get, "demo", spec).problems] == [  # type: ignore[arg-type]
+        'spec.cache.adminTokenSecretRef: Secret "cache-admin" not found in namespace "demo"',
+        'spec.cache.warmup.configMapRef: ConfigMap "warm" not found in namespace "demo"',
+    ]
+    kube.objects[("Secret", "cache-admin")] = {"data": {"token": "eA=="}}
+    kube.objects[("ConfigMap", "warm")] = {"data": {"other.jsonl": ""}}
+    assert [str(p) for p in gather(kube.get, "demo", spec).problems] == [  # type: ignore[arg-type]
+        'spec.cache.warmup.configMapRef: ConfigMap "warm" in namespace "demo" has no key "warmup.jsonl"',
+    ]
+    kube.objects[("ConfigMap", "warm")] = {"data": {"warmup.jsonl": "not even json\n"}}
+    assert gather(kube.get, "demo", spec).problems == (), "bad lines are the runtime's to skip and count"  # type: ignore[arg-type]

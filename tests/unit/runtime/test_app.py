@@ -167,3 +167,15 @@ def test_openapi_documents_every_response_body_and_error_status():
     assert set(schema["components"]["schemas"]["PredictResponse"]["required"]) == {
         "request_id", "model", "revision", "variant", "outputs", "output", "metadata",
     }
+
+
+def test_openapi_documents_the_cache_invalidation_scope_and_its_token():
+    schema = create_app(RuntimeSettings(routing_path=None)).openapi()
+    operation = schema["paths"]["/v1/cache"]["delete"]
+    assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == {"variant", "revision"}
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["requestBody"]["required"] is False
+    assert set(body["properties"]) == {"revision", "variant", "inputs", "input"}
+    assert {name for requirement in operation["security"] for name in requirement} == {"HTTPBearer", "APIKeyHeader"}
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-Cache-Admin-Token"
+    assert {"401", "403", "404", "422", "503"} <= set(operation["responses"])

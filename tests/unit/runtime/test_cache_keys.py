@@ -1,13 +1,37 @@
 import pytest
 
-from dspy_runtime.cache.keys import cache_key
+from dspy_runtime.cache.keys import CacheNames, cache_key, cache_scope, glob_escape, scope_of
 
 
 def test_key_is_stable_and_short() -> None:
     key = cache_key("v1", "openai/gpt-4o-mini", "baseline", {"question": "What is DSPy?"})
     assert key == cache_key("v1", "openai/gpt-4o-mini", "baseline", {"question": "What is DSPy?"})
-    assert len(key) == 32
-    int(key, 16)
+    scope, colon, digest = key.partition(":")
+    assert (len(scope), colon, len(digest)) == (16, ":", 32)
+    int(scope, 16), int(digest, 16)
+
+
+def test_a_key_starts_with_the_scope_of_its_variant_so_a_variant_is_found_by_prefix() -> None:
+    scope = cache_scope("v1", "m", "a")
+    keys = [cache_key("v1", "m", "a", {"question": q}) for q in ("x", "y")]
+    assert {scope_of(key) for key in keys} == {scope}
+    assert scope_of(cache_key("v2", "m", "a", {"question": "x"})) != scope
+    assert scope_of(cache_key("v1", "m", "b", {"question": "x"})) != scope
+    assert scope_of(cache_key("v1", "m2", "a", {"question": "x"})) != scope
+
+
+def test_redis_names_live_under_the_resource_prefix() -> None:
+    names = CacheNames("dspy:{demo/qa}:")
+    assert names.entries == "dspy:{demo/qa}:cache:"
+    assert names.hot("abc") == "dspy:{demo/qa}:cache-hot:abc"
+    assert names.channel == "dspy:{demo/qa}:cache-invalidate"
+    assert CacheNames().entries == "dspy:cache:", "without a resource, the prefix entries always had"
+    assert not names.hot_prefix.startswith(names.entries), "clearing entries must not count the hit counts"
+
+
+def test_glob_escape_makes_a_pattern_match_literally() -> None:
+    assert glob_escape("dspy:{a/b}:cache:") == "dspy:{a/b}:cache:"
+    assert glob_escape("a*b?[c]\\") == "a\\*b\\?\\[c\\]\\\\"
 
 
 def test_incidental_whitespace_and_key_order_do_not_matter() -> None:

@@ -202,6 +202,12 @@ def test_the_resource_names_its_redis_keys_and_the_pod_names_itself(monkeypatch)
          "ROUTING_REDIS_KEY must be dspy:{demo/qa}:routing"),
         ({"DSPY_RESOURCE": "just-a-name"}, "DSPY_RESOURCE: Value error, must be <namespace>/<name>"),
         ({"WINDOW_FLUSH_SECS": "0"}, "WINDOW_FLUSH_SECS"),
+        # cache warm-up and invalidation
+        ({"CACHE_WARMUP_PATH": "/nonexistent/w.jsonl"}, "CACHE_WARMUP_PATH /nonexistent/w.jsonl is not a readable file"),
+        ({"CACHE_WARMUP_TIMEOUT_SECS": "0"}, "CACHE_WARMUP_TIMEOUT_SECS"),
+        ({"CACHE_WARMUP_CONCURRENCY": "65"}, "CACHE_WARMUP_CONCURRENCY"),
+        ({"MEMORY_CACHE_WARM_ENTRIES": "-1"}, "MEMORY_CACHE_WARM_ENTRIES"),
+        ({"CACHE_ADMIN_TOKEN": "too-short"}, "CACHE_ADMIN_TOKEN: Value error, must be at least 16 characters"),
     ],
 )
 def test_inconsistent_resource_settings_are_refused(monkeypatch, env, fragment):
@@ -210,3 +216,18 @@ def test_inconsistent_resource_settings_are_refused(monkeypatch, env, fragment):
     with pytest.raises(ValidationError) as caught:
         get_settings()
     assert fragment in describe_errors(caught.value)
+
+
+def test_cache_warmup_and_admin_settings(monkeypatch, tmp_path):
+    path = tmp_path / "warmup.jsonl"
+    path.write_text('{"question": "q"}\n')
+    monkeypatch.setenv("CACHE_WARMUP_PATH", str(path))
+    monkeypatch.setenv("CACHE_ADMIN_TOKEN", "a-long-random-admin-token")
+    s = get_settings()
+    assert s.cache_warmup_path == path and s.cache_warmup_timeout_secs == 120 and s.cache_warmup_concurrency == 4
+    assert s.memory_cache_warm_entries == 1000
+    assert s.public_dict()["cache_admin_token"] == "set"
+    monkeypatch.setenv("CACHE_ADMIN_TOKEN", "")
+    monkeypatch.setenv("CACHE_WARMUP_PATH", "")
+    s = get_settings()
+    assert s.cache_admin_token is None and s.cache_warmup_path is None, "blank is unset (the endpoint is off)"
