@@ -56,12 +56,18 @@ def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeo
         process.wait()
 
 
-class RedisServer:
-    """A ``redis-server`` child process that can be stopped and restarted on one port."""
+NO_PERSISTENCE: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+"""A test Redis forgets everything when it stops, unless a test asks for other settings."""
 
-    def __init__(self, executable: str, workdir: Path) -> None:
+
+class RedisServer:
+    """A ``redis-server`` child process that can be stopped (or killed) and restarted on one port;
+    ``config`` are the server settings after port, bind and dir (persistence, eviction, ...)."""
+
+    def __init__(self, executable: str, workdir: Path, config: tuple[str, ...] = NO_PERSISTENCE) -> None:
         self.executable = executable
         self.workdir = workdir
+        self.config = config
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -80,9 +86,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.workdir),
-                "--save", "",
-                "--appendonly", "no",
                 "--protected-mode", "yes",
+                *self.config,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -105,6 +110,13 @@ class RedisServer:
         process, self._process = self._process, None
         if process is not None:
             stop_process(process, timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown save, no goodbye to clients."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def flushall(self) -> None:
         _send(self.port, b"FLUSHALL")
@@ -157,12 +169,12 @@ class FakeLMServer:
 
 
 @contextlib.contextmanager
-def running_redis(workdir: Path) -> Iterator[RedisServer]:
+def running_redis(workdir: Path, config: tuple[str, ...] = NO_PERSISTENCE) -> Iterator[RedisServer]:
     """A started redis-server, stopped on exit; a missing binary is a clear failure."""
     executable = shutil.which("redis-server")
     if executable is None:
         raise RuntimeError("redis-server is not installed: run `make debs`")
-    server = RedisServer(executable, workdir)
+    server = RedisServer(executable, workdir, config)
     server.start()
     try:
         yield server

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from .cache import RedisCache, TieredCache
 from .costs import CostTracker
 from .metrics import Metrics
-from .resilience import BreakerRegistry, Budget
+from .resilience import BreakerRegistry, Budget, Limiter
 from .routing import Router
 from .routing_wire import RoutingWire, ServedTableReport
 from .service import PredictionService
@@ -28,6 +28,7 @@ class Runtime:
     redis: RedisCache | None
     breakers: BreakerRegistry
     budget: Budget
+    limiter: Limiter
     costs: CostTracker
     service: PredictionService
     fleet_redis: Redis | None = None

@@ -36,6 +36,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
+def managed_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own, configured as the operator configures the managed Redis
+    (persistence and eviction policy, ``reconcile/desired.py``), 4 MB of memory, in this test's
+    directory: ``kill()`` and ``start()`` are a crash and the container's restart."""
+    from dspy_operator.reconcile.desired import redis_server_args
+
+    with running_redis(tmp_path, tuple(redis_server_args(MANAGED_REDIS_TEST_MB))) as server:
+        yield server
+
+
+MANAGED_REDIS_TEST_MB = 4
+"""Small enough that a test fills it with cache entries in a second."""
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """The URL of a running, empty Redis."""
     redis_server.start()

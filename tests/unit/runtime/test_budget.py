@@ -1,4 +1,3 @@
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,50 +44,6 @@ async def test_zero_and_negative_spend_change_nothing() -> None:
     await budget.spend(0.5)
     assert await budget.spend(0.0) == pytest.approx(0.5)
     assert await budget.spend(-1.0) == pytest.approx(0.5)
-
-
-class CountingRedis:
-    """Just enough of ``redis.asyncio.Redis`` for budget writes; counts the transactions."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.transactions = 0
-
-    def pipeline(self, transaction: bool) -> "CountingRedis._Pipeline":
-        return CountingRedis._Pipeline(self)
-
-    class _Pipeline:
-        def __init__(self, redis: "CountingRedis") -> None:
-            self._redis = redis
-            self._amount = 0.0
-
-        async def __aenter__(self) -> "CountingRedis._Pipeline":
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        def incrbyfloat(self, key: str, amount: float) -> None:
-            self._amount = amount
-
-        def expire(self, key: str, seconds: int) -> None:
-            return None
-
-        async def execute(self) -> list[object]:
-            await asyncio.sleep(0)  # a round trip: other spends run meanwhile
-            self._redis.transactions += 1
-            self._redis.value += self._amount
-            return [self._redis.value, True]
-
-
-async def test_concurrent_spends_share_writes_and_all_land_in_redis() -> None:
-    redis = CountingRedis()
-    budget = Budget(1.0, redis, now=Today())  # type: ignore[arg-type]
-    await asyncio.gather(*(budget.spend(0.01) for _ in range(100)))
-    # The first write carries its own spend; the second, everything that arrived meanwhile.
-    assert redis.transactions == 2
-    assert redis.value == pytest.approx(1.0)
-    assert await budget.spend(0.0) == pytest.approx(1.0)
 
 
 async def test_the_budget_metrics_export_the_limit_and_todays_known_spend() -> None:
