@@ -30,10 +30,11 @@ since the last one (spend to add, reservations to release). Concurrent calls fin
 together thus cost a round trip or two on one connection, not one new connection each: that
 connection storm, on a busy machine, made connects exceed the short Redis timeout.
 
-Without Redis, the same rules hold in the process. While Redis is down, each replica
-reserves locally out of its share of what was left when it last saw the total,
-``(limit - seen) / replicas`` (``RUNTIME_REPLICAS``), so the fleet together still stays
-within the limit; the spend is added to Redis when it is back. The budget never raises: a
+Without Redis, the same rules hold in the process, on this replica's share of the limit,
+``limit / replicas`` (``RUNTIME_REPLICAS``). While Redis is down, each replica reserves
+locally out of its share of what was left when it last saw the total, ``(limit - seen) /
+replicas``. Either way the fleet together stays within the limit (while it runs at most
+that many replicas); spend made during an outage is added to Redis when it is back. The budget never raises: a
 money guard that breaks serving is worse than one that is briefly cautious.
 """
 
@@ -176,7 +177,7 @@ class Budget:
         day = self._roll()
         if self.daily_usd is None:
             return Hold(day, "", 0.0, shared=False)
-        limit = self.daily_usd
+        limit = self.daily_usd / self._replicas  # no shared counter: this replica's share
         if self._redis is not None:
             async with self._writing:
                 day = self._roll()
@@ -187,7 +188,7 @@ class Budget:
                         self._refusing = not admitted
                         return hold if admitted else None
             # Redis is down: this replica's share of what was left when it last saw the total.
-            limit = self._seen + max(0.0, limit - self._seen) / self._replicas
+            limit = self._seen + max(0.0, self.daily_usd - self._seen) / self._replicas
         if self._seen + self._pending + self._local_held + usd > limit:
             self._refusing = True
             return None

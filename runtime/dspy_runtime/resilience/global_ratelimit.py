@@ -94,7 +94,7 @@ class GlobalRateLimiter:
         if not self.enabled:
             return 0.0
         if self._window.may_try():
-            keys = [f"{self._prefix}key:{xxhash.xxh3_64_hexdigest(key)}"]
+            keys = [f"{self._prefix}key:{xxhash.xxh3_64_hexdigest(key.encode())}"]
             args = list(self._own)
             if self._total is not None:
                 keys.append(f"{self._prefix}total")
