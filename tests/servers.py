@@ -73,6 +73,13 @@ class RedisServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def password(self) -> str | None:
+        """The ``--requirepass`` of ``config``; None for a Redis open to any client."""
+        if "--requirepass" not in self.config:
+            return None
+        return self.config[self.config.index("--requirepass") + 1]
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -98,7 +105,7 @@ class RedisServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self._process.returncode}; see {self.workdir}/redis.log")
             try:
-                if _send(self.port, b"PING").startswith(b"+PONG"):
+                if _send(self.port, b"PING").startswith((b"+PONG", b"-NOAUTH")):  # NOAUTH: up, with a password
                     return
             except OSError:
                 pass

@@ -25,7 +25,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import (  # noqa: E402
-    STARTUP_TIMEOUT, FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis, wait_until,
+    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis, wait_until,
 )
 
 
@@ -48,6 +48,14 @@ def managed_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 MANAGED_REDIS_TEST_MB = 4
 """Small enough that a test fills it with cache entries in a second."""
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own that requires a password (``.password``) with characters a URL
+    must percent-encode, so the password appears in REDIS_URL in another spelling."""
+    config = ("--requirepass", "r3dis/pa+ss@word-NEVER-IN-OUTPUT", *NO_PERSISTENCE)
+    with running_redis(tmp_path, config) as server:
+        yield server
 
 
 @pytest.fixture
