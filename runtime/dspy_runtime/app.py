@@ -150,6 +150,10 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
     )
     for model in {v.model for v in router.state.variants} | {e.spec.model for e in fallbacks}:
         costs.pricing(model)  # resolve prices now, off the request path
+    if settings.daily_budget_usd:
+        for variant in router.state.variants:
+            # The budget counts prompt tokens; litellm loads its tokenizer (0.8 s) on first use: now.
+            variant.program.prompt_tokens(dict.fromkeys(variant.program.input_fields, ""), variant.model)
     shared = redis.client if redis is not None else None
     budget = Budget(settings.daily_budget_usd, shared, replicas=settings.runtime_replicas)
     metrics.watch_budget(budget)
