@@ -15,7 +15,7 @@ export DSPY_CACHE_DIR ?= $(HOME)/.cache/dspy-operator
 export LITELLM_LOCAL_MODEL_COST_MAP := true
 
 .PHONY: help venv debs test test-unit test-integration test-e2e serve demo demo-down \
-        cluster-build cluster-up cluster-down helm-build promtool-build chart bench clean
+        cluster-build cluster-up cluster-down helm-build promtool-build prometheus-build chart bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -46,19 +46,22 @@ helm-build: ## build (or reuse) the pinned helm, cached next to the control plan
 promtool-build: ## build (or reuse) the pinned promtool (alert rule checks and tests), cached likewise
 	@hack/promtool.sh build
 
+prometheus-build: ## build (or reuse) the pinned Prometheus server (scrape and analysis tests), cached likewise
+	@hack/prometheus.sh build
+
 chart: helm-build ## lint (helm lint --strict) and render the Helm chart in both RBAC modes
 	@hack/chart.sh
 
 test-unit: venv helm-build promtool-build ## unit tests (no servers; the chart's render with the pinned helm, the alerts with promtool)
 	$(PYTEST) tests/unit
 
-test-integration: venv debs ## integration tests: real Redis, real HTTP, the fake LM
+test-integration: venv debs prometheus-build ## integration tests: real Redis, real HTTP, the fake LM, a real Prometheus
 	$(PYTEST) tests/integration
 
-test-e2e: venv cluster-build helm-build ## e2e tests on the real control plane (started and stopped by the suite)
+test-e2e: venv cluster-build helm-build prometheus-build ## e2e tests on the real control plane (started and stopped by the suite)
 	$(PYTEST) tests/e2e
 
-test: venv debs cluster-build helm-build promtool-build ## the whole suite: unit, integration and e2e
+test: venv debs cluster-build helm-build promtool-build prometheus-build ## the whole suite: unit, integration and e2e
 	$(PYTEST) tests
 
 serve: venv ## run the runtime locally against the fake LM, in-memory cache only

@@ -1,5 +1,6 @@
-"""Server processes the integration and e2e suites both start: a real redis-server and the
-project's fake LM, each on a free loopback port. Imported by both levels' conftest.py."""
+"""Server processes the integration and e2e suites both start: a real redis-server, the
+project's fake LM and a real Prometheus server (built from its Go module by
+hack/prometheus.sh), each on a free loopback port. Imported by both levels' conftest.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 STARTUP_TIMEOUT = 180.0  # two shared cores and a parallel Go build: be patient
 
@@ -173,6 +177,71 @@ class FakeLMServer:
         self._log.close()
 
 
+class PrometheusServer:
+    """A ``prometheus`` child process scraping loopback targets every second.
+
+    Targets are set (and changed) with `scrape`: the config is rewritten and reloaded through the
+    lifecycle endpoint, so a test can point it at processes it starts later. Each target's labels
+    stand in for what the chart's PodMonitor relabels from the pod (`namespace`, `dspy_deployment`).
+    """
+
+    SCRAPE_SECONDS = 1
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._config = workdir / "prometheus.yml"
+        self._write({})
+        self._log = open(workdir / "prometheus.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._process = subprocess.Popen(
+            [executable, f"--config.file={self._config}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+        def up() -> bool:
+            if self._process.poll() is not None:
+                raise AssertionError(f"prometheus exited {self._process.returncode}: see {workdir / 'prometheus.log'}")
+            try:
+                return httpx.get(f"{self.base}/-/ready", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, STARTUP_TIMEOUT, what="prometheus to start")
+
+    def _write(self, jobs: Mapping[str, Sequence[tuple[str, Mapping[str, str]]]]) -> None:
+        config = {
+            "global": {"scrape_interval": f"{self.SCRAPE_SECONDS}s", "evaluation_interval": f"{self.SCRAPE_SECONDS}s"},
+            "scrape_configs": [
+                {"job_name": job, "scrape_timeout": f"{self.SCRAPE_SECONDS}s",
+                 "static_configs": [{"targets": [address], "labels": dict(labels)} for address, labels in targets]}
+                for job, targets in jobs.items()
+            ],
+        }
+        self._config.write_text(yaml.safe_dump(config))
+
+    def scrape(self, jobs: Mapping[str, Sequence[tuple[str, Mapping[str, str]]]]) -> None:
+        """Scrape exactly these targets (job -> [(host:port, labels)]), from the next second on."""
+        self._write(jobs)
+        httpx.post(f"{self.base}/-/reload", timeout=30).raise_for_status()
+        wanted = {address for targets in jobs.values() for address, _ in targets}
+        wait_until(lambda: wanted <= self.healthy_targets(), STARTUP_TIMEOUT, what=f"prometheus to scrape {sorted(wanted)}")
+
+    def healthy_targets(self) -> set[str]:
+        active = httpx.get(f"{self.base}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        return {target["labels"]["instance"] for target in active if target["health"] == "up"}
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The result of an instant query now; a query Prometheus rejects fails with its reason."""
+        answer = httpx.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=30).json()
+        if answer.get("status") != "success":
+            raise AssertionError(f"prometheus rejected {expr!r}: {answer.get('error')}")
+        return list(answer["data"]["result"])
+
+    def stop(self) -> None:
+        stop_process(self._process, timeout=10)
+        self._log.close()
 
 
 @contextlib.contextmanager
@@ -193,6 +262,19 @@ def running_redis(workdir: Path, config: tuple[str, ...] = NO_PERSISTENCE) -> It
 def running_fake_lm(workdir: Path) -> Iterator[FakeLMServer]:
     """A started fake LM, stopped on exit."""
     server = FakeLMServer(workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running_prometheus(workdir: Path) -> Iterator[PrometheusServer]:
+    """A started Prometheus with no target yet (see `PrometheusServer.scrape`), stopped on exit.
+    The binary is the pinned build cached by `make prometheus-build` (built here when missing)."""
+    executable = subprocess.run([str(REPO / "hack" / "prometheus.sh"), "path"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+    server = PrometheusServer(executable, workdir)
     try:
         yield server
     finally:

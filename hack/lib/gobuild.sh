@@ -1,6 +1,7 @@
 # Shared by the scripts that build pinned Go tools into the cache (tests/cluster/cluster.sh
-# for the control plane, hack/helm.sh and hack/promtool.sh through `cached_tool_main`): messages, timing, finding Go, and a
-# `go install` that never leaves a half-written binary. Source it; it defines functions only.
+# for the control plane; hack/helm.sh, hack/promtool.sh and hack/prometheus.sh through
+# `cached_tool_main`): messages, timing, finding Go, and a `go install` that never leaves a
+# half-written binary. Source it; it defines functions only.
 #
 # Cache layout: ${DSPY_CACHE_DIR:-$HOME/.cache/dspy-operator}/<tool>-<version>/bin/<binary>,
 # shared by every checkout on the machine.
@@ -40,8 +41,8 @@ go_install_to() {
 }
 
 # cached_tool_main NAME BINARY HELP_LINES ARGS...: the command line of a script that builds one
-# pinned Go tool into the cache (hack/helm.sh, hack/promtool.sh). The script sets, before the
-# call: TOOL_VERSION, TOOL_PACKAGE (module path of the command, no @version), TOOL_LDFLAGS,
+# pinned Go tool into the cache (hack/helm.sh, hack/promtool.sh, hack/prometheus.sh). The script
+# sets, before the call: TOOL_VERSION, TOOL_PACKAGE (module path of the command, no @version), TOOL_LDFLAGS,
 # TOOL_TAGS (may be empty), TOOL_HINT (how long a cold build takes), and defines
 # `tool_version` (what the built binary says it is). ARGS: `build`, `path`, `help`, or
 # arguments for the tool itself (built first when missing).

@@ -1,9 +1,10 @@
 """What a rollout pass observes besides the cluster: the runtime pods' reports in Redis.
 
-The I/O edge in front of the pure step machine: it reads the analysis window when one is
-due, the evaluation gate's result, and which table the pods serve, and hands them over as
-data (`rollout.canary.Observations`, `Judgement`, `EvaluationResult`). Every Redis error
-surfaces as `runtimebus.BusUnavailable`; the pass then holds the rollout where it is.
+The I/O edge in front of the pure step machine: it reads the analysis window when one is due
+(or asks the user's Prometheus for the same figures), the evaluation gate's result, and which
+table the pods serve, and hands them over as data (`rollout.canary.Observations`, `Judgement`,
+`EvaluationResult`). Every Redis error surfaces as `runtimebus.BusUnavailable`; the pass then
+holds the rollout where it is. A Prometheus that cannot answer makes the interval Inconclusive.
 """
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from dspy_operator import api
+from dspy_operator import api, prometheus
 from dspy_operator.reconcile.common import Owner, section
 from dspy_operator.reconcile.inputs import MAX_REMEMBERED, REREAD_SECONDS
-from dspy_operator.rollout.analysis import Thresholds, Window, by_revision, judge, settled_end, windows_from_buckets
+from dspy_operator.prometheus import PrometheusUnavailable
+from dspy_operator.rollout.analysis import (INCONCLUSIVE, Thresholds, Window, by_revision, judge, settled_end,
+                                           windows_from_buckets)
 from dspy_operator.rollout.canary import EvaluationResult, Judgement
 from dspy_operator.rollout.experiment import experiment_status
+from dspy_operator.rollout.promql import Measured, QueryError, Source, scalar
 from dspy_operator.rollout.shadow import shadow_status
 from dspy_operator.rollout.state import Plan, RolloutState
-from dspy_operator.runtimebus import RuntimeBus
+from dspy_operator.runtimebus import BusUnavailable, RuntimeBus
 from dspy_operator.status.conditions import now_rfc3339
 
+REDIS, PROMETHEUS = "Redis", "Prometheus"
+"""`status.lastAnalysis.source`: where the figures of a verdict came from."""
 SERVED_FRESH_SECONDS = 30.0
 """A pod's report of the table it serves counts while younger than this (pods report every 5 s)."""
 EXPERIMENT_WINDOW_SECONDS = 1800
@@ -38,21 +44,59 @@ SHADOW_WINDOW = "30m"
 """`status.shadow.window`: the span of EXPERIMENT_WINDOW_SECONDS, as the block names it."""
 
 
-def judgement(bus: RuntimeBus, owner: Owner, plan: Plan, state: RolloutState, now: datetime) -> Judgement:
-    """The verdict on the analysis interval that ends now (the caller checked it is due)."""
+def reads_prometheus(plan: Plan) -> bool:
+    """Whether the analysis asks the user's Prometheus (and so needs no Redis for its verdicts)."""
+    return Source.from_spec(plan.analysis) is not None
+
+
+def judgement(bus: RuntimeBus | None, owner: Owner, plan: Plan, state: RolloutState, now: datetime) -> Judgement:
+    """The verdict on the analysis interval that ends now (the caller checked it is due), from the
+    pods' windows in Redis or, with `analysis.prometheus`, from the user's Prometheus server (`bus`
+    may then be None)."""
+    source = Source.from_spec(plan.analysis)
+    if source is None:
+        if bus is None:
+            raise BusUnavailable("the analysis reads the pods' windows from Redis, and there is no Redis")
+        canary, stable = _windows(bus, owner, plan, state, now)
+    else:
+        try:
+            canary, stable = _asked(source, owner, plan, state, now)
+        except (QueryError, PrometheusUnavailable) as error:
+            return Judgement(result=INCONCLUSIVE, message=f"no figures from Prometheus: {error}",
+                             figures={"source": PROMETHEUS})
+    verdict = judge(Thresholds.from_spec(plan.analysis), canary, stable)
+    figures = canary.figures()
+    summary: dict[str, Any] = {key: figures[key] for key in ("requests", "errorRate", "p95LatencySeconds") if key in figures}
+    summary.update(source=REDIS if source is None else PROMETHEUS,
+                   measurements=[measurement.as_status() for measurement in verdict.measurements], canary=figures)
+    if stable is not None:
+        summary["stable"] = stable.figures()
+    return Judgement(result=verdict.result, message=verdict.message, figures=summary)
+
+
+def _windows(bus: RuntimeBus, owner: Owner, plan: Plan, state: RolloutState,
+             now: datetime) -> tuple[Window, Window | None]:
+    """The canary's and the stable revision's windows of the last interval the pods have flushed."""
     end = settled_end(now.timestamp())
     start = end - plan.interval_seconds
     buckets = bus.read_buckets(api.redis_prefix(owner.namespace, owner.name), start, end)
     windows = by_revision(windows_from_buckets(buckets, start, end))
-    canary = windows.get(state.canary, Window())
-    stable = windows.get(state.stable)
-    verdict = judge(Thresholds.from_spec(plan.analysis), canary, stable)
-    figures = canary.figures()
-    summary: dict[str, Any] = {key: figures[key] for key in ("requests", "errorRate", "p95LatencySeconds") if key in figures}
-    summary.update(measurements=[measurement.as_status() for measurement in verdict.measurements], canary=figures)
-    if stable is not None:
-        summary["stable"] = stable.figures()
-    return Judgement(result=verdict.result, message=verdict.message, figures=summary)
+    return windows.get(state.canary, Window()), windows.get(state.stable)
+
+
+def _asked(source: Source, owner: Owner, plan: Plan, state: RolloutState,
+           now: datetime) -> tuple[Measured, Measured | None]:
+    """The canary's and the stable revision's figures over the last interval, one query each.
+    Raises QueryError or PrometheusUnavailable, naming the figure or the server."""
+
+    def measured(revision: str) -> Measured:
+        queries = source.queries_for(owner.namespace, owner.name, revision, plan.interval_seconds)
+        return Measured.from_values({
+            figure: scalar(figure, prometheus.instant_query(source.address, query, now.timestamp(), source.timeout_seconds))
+            for figure, query in queries.items()
+        })
+
+    return measured(state.canary), measured(state.stable) if state.stable else None
 
 
 class Throttle:

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import ops, predict
+from .api import batch, ops, predict
 from .api.middleware import RequestContextMiddleware
 from .api.responses import JSON
 from .cache import MemoryCache, RedisCache, TieredCache, redis_client
@@ -287,6 +287,7 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
     app.state.runtime = None
     _install_error_handlers(app)
     predict.add_route(app)
+    batch.add_route(app)
     app.include_router(ops.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(StartupFailureWithoutTraceback)

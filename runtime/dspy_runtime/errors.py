@@ -88,6 +88,21 @@ class UpstreamError(ServiceError):
     error_type = "upstream_error"
 
 
+def server_error_types() -> tuple[str, ...]:
+    """The ``type`` of every service error answered with a 5xx, sorted: the failures a bad
+    revision causes (the analysis's error rate), as ``dspy_predictions_total{status}`` values."""
+    found: set[str] = set()
+    pending = list(ServiceError.__subclasses__())
+    while pending:
+        error = pending.pop()
+        pending.extend(error.__subclasses__())
+        if error.status_code >= 500:
+            found.add(error.error_type)
+    if ServiceError.status_code >= 500:
+        found.add(ServiceError.error_type)
+    return tuple(sorted(found))
+
+
 HTTP_ERROR_TYPES: dict[int, str] = {
     400: "bad_request",
     404: "not_found",

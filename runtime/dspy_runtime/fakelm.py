@@ -18,6 +18,16 @@ For tests that need more than a fixed latency: ``scripted`` answers (model ->
 question -> {field: value}, over the derived ones) and ``hold_models``, whose calls
 are received and counted, then wait (``held`` in the stats) until ``POST
 /admin/release`` or a reset lets them answer.
+
+A request with ``"stream": true`` is answered the way OpenAI streams (what litellm
+parses): ``text/event-stream`` of ``chat.completion.chunk`` events, the content cut
+into ``stream_chunk_chars`` pieces ``stream_chunk_delay_ms`` apart, a usage chunk
+when ``stream_options.include_usage`` asks for one, then ``data: [DONE]``. With
+``stream_fail_after_chunks`` set, the stream breaks after that many content chunks:
+by ``stream_failure`` ``drop`` the connection is closed, as when a provider dies
+mid-answer (litellm sees an incomplete response); ``stall`` stops sending and waits
+like a held call (counted in ``held``) until a release or a reset, as a provider
+that hangs mid-answer.
 """
 
 from __future__ import annotations
@@ -27,14 +37,15 @@ import asyncio
 import random
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import xxhash
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 # "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`,
@@ -57,6 +68,10 @@ class FakeLMConfig:
     """model -> question text -> {output field: value}: these answers instead of the derived ones."""
     hold_models: list[str] = field(default_factory=list)
     """Calls for these models wait for ``POST /admin/release`` (at most HOLD_LIMIT_SECS)."""
+    stream_chunk_chars: int = 8
+    stream_chunk_delay_ms: float = 0.0
+    stream_fail_after_chunks: int | None = None
+    stream_failure: Literal["drop", "stall"] = "drop"
 
 
 HOLD_LIMIT_SECS = 300.0
@@ -70,6 +85,10 @@ class FakeLMStats:
     models: dict[str, int] = field(default_factory=dict)
     held: int = 0
     """Calls received and waiting for a release right now."""
+
+
+class StreamBroken(Exception):
+    """Raised inside a streamed answer to drop the connection (``stream_fail_after_chunks``)."""
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -183,22 +202,55 @@ class FakeLM:
         prompt_text = "\n".join(_message_text(m) for m in messages)
         prompt_tokens = self.config.prompt_tokens or _estimate_tokens(prompt_text)
         completion_tokens = self.config.completion_tokens or _estimate_tokens(content)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        head = {"id": f"chatcmpl-fake-{self.stats.calls}", "created": int(time.time()), "model": model}
+        if body.get("stream"):
+            stream_options = body.get("stream_options") or {}
+            include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
+            return StreamingResponse(
+                self._chunks(head, content, usage if include_usage else None, self.config),
+                media_type="text/event-stream",
+            )
         return _json(
             {
-                "id": f"chatcmpl-fake-{self.stats.calls}",
+                **head,
                 "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
                 "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
                 ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "usage": usage,
             }
         )
+
+    async def _chunks(
+        self, head: dict[str, Any], content: str, usage: dict[str, int] | None, cfg: FakeLMConfig
+    ) -> AsyncIterator[bytes]:
+        """The SSE events of one streamed answer (see the module docstring)."""
+
+        def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            chunk = {**head, "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+        yield event({"role": "assistant", "content": ""})
+        size = max(1, cfg.stream_chunk_chars)
+        for sent, start in enumerate(range(0, len(content), size)):
+            if cfg.stream_fail_after_chunks is not None and sent >= cfg.stream_fail_after_chunks:
+                self.stats.failures += 1
+                if cfg.stream_failure == "stall":
+                    await self._hold()
+                raise StreamBroken(f"fake LM broke the stream after {sent} chunks")
+            if cfg.stream_chunk_delay_ms > 0:
+                await asyncio.sleep(cfg.stream_chunk_delay_ms / 1000)
+            yield event({"content": content[start : start + size]})
+        yield event({}, "stop")
+        if usage is not None:
+            yield b"data: " + orjson.dumps({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}) + b"\n\n"
+        yield b"data: [DONE]\n\n"
 
     async def _hold(self) -> None:
         release, stats = self._release, self.stats
@@ -272,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failure-status", type=int, default=500)
     parser.add_argument("--prompt-tokens", type=int, default=None)
     parser.add_argument("--completion-tokens", type=int, default=None)
+    parser.add_argument("--stream-chunk-chars", type=int, default=8)
+    parser.add_argument("--stream-chunk-delay-ms", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     config = FakeLMConfig(
@@ -280,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         failure_status=args.failure_status,
         prompt_tokens=args.prompt_tokens,
         completion_tokens=args.completion_tokens,
+        stream_chunk_chars=args.stream_chunk_chars,
+        stream_chunk_delay_ms=args.stream_chunk_delay_ms,
     )
     import uvicorn
 

@@ -13,7 +13,7 @@ The request path uses pre-bound label children (``bound``, ``cache_op``), becaus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from types import MappingProxyType
 
@@ -40,6 +40,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000)
+STREAM_COMPLETE, STREAM_ERROR = "complete", "error"
+"""``result`` of ``dspy_stream_responses_total``."""
 
 BREAKER_STATE_VALUES: Mapping[str, int] = MappingProxyType({"closed": 0, "open": 1, "half_open": 2})
 """Gauge encoding of ``dspy_circuit_breaker_state`` (keys are ``BreakerState`` values)."""
@@ -140,6 +144,22 @@ class Metrics:
             "shares through Redis, or this pod's own without Redis.",
             registry=r,
         )
+        # Batch and streaming predictions: each item and each stream is also a prediction above.
+        self.batch_items = Histogram(
+            "dspy_batch_items",
+            "Items per POST /v1/predict/batch request (its _count: batch requests served).",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.stream_responses_total = Counter(
+            "dspy_stream_responses_total",
+            "Streamed predictions by how the stream ended: complete (the final body sent) or error "
+            "(an error event after the first chunk). A failure before any chunk is a plain JSON error.",
+            ("result",),
+            registry=r,
+        )
+        for result in (STREAM_COMPLETE, STREAM_ERROR):
+            self.stream_responses_total.labels(result)  # exported at 0, so increase() sees the first
         # (family, label values) -> child; label values are low-cardinality by contract.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 
@@ -164,6 +184,24 @@ class Metrics:
         """Export ``budget``'s limit, and its spend read at scrape time (no I/O)."""
         self.budget_daily_usd.set(budget.daily_usd or 0)
         self.budget_spent_today_usd.set_function(lambda: budget.known_today)
+
+    def declare_variants(self, served: Iterable[tuple[str, str, str]], failures: Iterable[str]) -> None:
+        """Export the series of every served (model, revision, variant) at 0 before its first
+        request: its predictions (ok, and each server error), its computed and cached latency and
+        its cost. Called at scrape time with the live table, so a new canary's series exist from
+        its first scrape on: `increase()` and `rate()` only see increments between two samples,
+        and a series first scraped at 1 would hide that first request from a Prometheus-based
+        analysis (and a first error from an error-rate alert). `failures`: the server errors'
+        ``status`` values (``errors.server_error_types()``; metrics imports nothing of the app)."""
+        statuses = ("ok", *failures)
+        for model, revision, variant in served:
+            if (self.predictions_total, (model, revision, variant, "ok")) in self._children:
+                continue  # declared (or served) before; bound() children are never removed
+            for status in statuses:
+                self.bound(self.predictions_total, model, revision, variant, status)
+            for cached in ("false", "true"):
+                self.bound(self.prediction_duration_seconds, model, revision, variant, cached)
+            self.bound(self.cost_usd_total, model, revision, variant)
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``GET /metrics``."""

@@ -27,6 +27,14 @@ Requests that joined another request's in-flight computation (single-flight) or 
 the cache report ``cached: true`` and zero tokens and cost: only the request that
 called the LM spent anything.
 
+Streaming (``call.stream``, ``POST /v1/predict`` with ``"stream": true``): the same
+path, with step 6 writing each output field's text to the call's ``ChunkSink`` as the
+LM writes it (``streaming.py``). Until the first chunk is written, retries and the
+fallback chain work as for any call; after it, a failure ends the call with the
+error (no retry, no next model: the client has part of this answer already). The
+answer is cached and accounted like any other; a hit or a single-flight join writes
+no chunks.
+
 Every prediction that got as far as a variant is counted once, success or failure,
 in the metrics and in the windowed figures the canary analysis reads (``windows.py``),
 with its latency: a canary that times out must not look fast.
@@ -78,6 +86,7 @@ from .resilience import BreakerRegistry, Budget, Hold, Limiter, call_with_retrie
 from .routing import Router, Variant
 from .settings import RuntimeSettings
 from .shadow import SPEND_KEY_PREFIX, Shadower
+from .streaming import ChunkSink, acall_streaming
 from .windows import Windows
 
 log = logging.getLogger(__name__)
@@ -149,6 +158,8 @@ class PredictCall:
     shadow: bool = False
     """A shadow copy (``run_shadow``): not rate limited (the live request was), no fallback models
     (a fallback's answer is not the shadow's)."""
+    stream: ChunkSink | None = None
+    """Where a streaming request's chunks go while the LM writes them (see the module docstring)."""
     log: dict[str, Any] = field(default_factory=dict)
 
 
@@ -312,7 +323,7 @@ class PredictionService:
             hold = await self._reserve(variant, kwargs, endpoints)
             cost = 0.0
             try:
-                answer = await self._compute(variant, kwargs, endpoints)
+                answer = await self._compute(variant, kwargs, endpoints, stream=call.stream)
                 cost = self._account(answer, variant)
             finally:
                 await self._budget.settle(hold, cost)
@@ -387,9 +398,16 @@ class PredictionService:
             )
         return hold
 
-    async def _compute(self, variant: Variant, kwargs: dict[str, Any], endpoints: Sequence[Endpoint]) -> _Answer:
+    async def _compute(
+        self, variant: Variant, kwargs: dict[str, Any], endpoints: Sequence[Endpoint], *, stream: ChunkSink | None = None
+    ) -> _Answer:
         skipped: list[tuple[str, float]] = []
         failures: list[tuple[str, BaseException]] = []
+
+        def retryable(exc: BaseException) -> bool:
+            # Once chunks are out, a retry would send the start of the answer twice.
+            return is_transient(exc) and (stream is None or not stream.started)
+
         for index, endpoint in enumerate(endpoints):
             model = endpoint.spec.model
             breaker = self._breakers.get(model)
@@ -398,8 +416,8 @@ class PredictionService:
                 continue
             try:
                 prediction = await call_with_retries(
-                    lambda endpoint=endpoint: self._call_once(variant.program, endpoint, kwargs),
-                    is_transient=is_transient,
+                    lambda endpoint=endpoint: self._call_once(variant.program, endpoint, kwargs, stream),
+                    is_transient=retryable,
                     attempts=self._settings.lm_max_retries + 1,
                     base_delay=self._settings.lm_retry_base_delay_secs,
                     max_delay=self._settings.lm_retry_max_delay_secs,
@@ -414,6 +432,8 @@ class PredictionService:
                     breaker.record_failure()
                 failures.append((model, exc))
                 log.warning("LM call failed", extra={"fields": {"lm_model": model, "error": _describe(exc)}})
+                if stream is not None and stream.started:
+                    break  # another model's answer cannot continue the chunks already sent
                 continue
             breaker.record_success()
             return self._answer(prediction, model, fallback=index > 0)
@@ -429,11 +449,15 @@ class PredictionService:
             raise UpstreamTimeout(f"the LM did not answer in time ({tried})")
         raise UpstreamError(f"the LM call failed ({tried})")
 
-    async def _call_once(self, program: Program, endpoint: Endpoint, kwargs: dict[str, Any]) -> dspy.Prediction:
+    async def _call_once(
+        self, program: Program, endpoint: Endpoint, kwargs: dict[str, Any], stream: ChunkSink | None = None
+    ) -> dspy.Prediction:
         # dspy.context scopes the LM and usage tracking to this task (no global dspy.configure).
         with dspy.context(lm=endpoint.lm, track_usage=True):
             async with asyncio.timeout(endpoint.spec.timeout_secs):
-                return await program.module.acall(**kwargs)
+                if stream is None:
+                    return await program.module.acall(**kwargs)
+                return await acall_streaming(program.module, kwargs, stream)
 
     @staticmethod
     def _answer(prediction: dspy.Prediction, model: str, *, fallback: bool) -> _Answer:

@@ -188,6 +188,12 @@ class RuntimeSettings(BaseSettings):
     """The pod name in the served-table reports (Kubernetes sets HOSTNAME to it); else POD_NAME, else the host name."""
     pod_name: str | None = None
 
+    # Batch predictions (POST /v1/predict/batch)
+    max_batch_items: int = Field(100, ge=1, le=10_000)
+    """Items one batch request may hold; more is a 413 naming this setting."""
+    batch_concurrency: int = Field(8, ge=1, le=256)
+    """Items of one batch request predicted at a time."""
+
     # Evaluation gate
     eval_concurrency: int = Field(4, ge=1, le=64)
     """Predictions at a time while this pod runs an evaluation request (needs REDIS_URL and DSPY_RESOURCE)."""

@@ -45,7 +45,10 @@ from kubernetes import config as k8s_config  # noqa: E402
 
 from relay import CountingRelay, relayed_proxy, start_operator, stop  # noqa: E402
 from resources import CRD_PATH, GROUP, PLURAL, REPO  # noqa: E402
-from servers import FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis, stop_process  # noqa: E402
+from servers import (  # noqa: E402
+    FakeLMServer, PrometheusServer, RedisServer, free_port, running_fake_lm, running_prometheus, running_redis,
+    stop_process,
+)
 
 CLUSTER_SH = REPO / "tests" / "cluster" / "cluster.sh"
 STATE_DIR = Path(os.environ.get("DSPY_CLUSTER_DIR", REPO / ".cluster"))
@@ -349,6 +352,13 @@ def fake_lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
 def flaky_lm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLMServer]:
     """A second fake LM, for canaries whose LM fails (set its failure rate per test)."""
     with running_fake_lm(tmp_path_factory.mktemp("flakylm")) as server:
+        yield server
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus server (the pinned build), scraping nothing until `scrape(...)` is called."""
+    with running_prometheus(tmp_path / "prometheus") as server:
         yield server
 
 

@@ -212,6 +212,22 @@ CEL_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "canary analysis reads the runtime pods' figures from Redis",
     ),
     (
+        "a Prometheus-read canary analysis with an evaluation gate, which always runs through Redis",
+        {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "http://prometheus:9090"},
+            "evaluation": {"configMapRef": {"name": "dev"}, "metric": "F1", "minScore": 0.5}}}},
+         "redis": {"mode": "Disabled"}},
+        "spec.rollout.canary.analysis",
+        "its evaluation gate always runs through Redis",
+    ),
+    (
+        "a Prometheus address that is not an http(s) URL",
+        {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "prometheus:9090"}}}}},
+        "spec.rollout.canary.analysis.prometheus.address",
+        "should match",
+    ),
+    (
         "an evaluation gate with nothing to judge by",
         {"rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
             "evaluation": {"configMapRef": {"name": "dev"}, "metric": "F1"}}}},
@@ -309,6 +325,12 @@ def test_variant_weights_of_100_and_every_strategy_are_accepted(
             "relative": {"maxErrorRateRatio": 2}, "inconclusiveLimit": 0,
             "evaluation": {"configMapRef": {"name": "dev"}, "metric": "Contains", "maxRegression": 0.1}}}},
                 redis={"mode": "Managed"}),
+        # Figures from the user's Prometheus need no Redis.
+        minimal(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}], "analysis": {
+            "prometheus": {"address": "http://prometheus.monitoring:9090", "queries": {"requests": "sum(x)"}}}}},
+                redis={"mode": "Disabled"}),
+        minimal(rollout={"strategy": "BlueGreen", "blueGreen": {"analysis": {
+            "prometheus": {"address": "https://prom.example.com/api/prom"}}}}, redis={"mode": "Disabled"}),
         minimal(rollout={"strategy": "BlueGreen"}),
         minimal(rollout={"strategy": "BlueGreen", "blueGreen": {"autoPromotionEnabled": False}}),
         minimal(redis={"mode": "External", "urlSecretRef": {"name": "redis-url"}}),

@@ -10,11 +10,14 @@ Pods run on kwok nodes: nothing really runs in them, and they become Ready.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 
 import yaml
 from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+from urllib3.exceptions import ProtocolError
 
 from relay import start_operator, stop
 from resources import (
@@ -239,6 +242,49 @@ def test_autoscaling_and_redis_children_follow_the_spec(cluster, operator, names
                     "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]')
     wait_until(lambda: "HorizontalPodAutoscaler/qa" not in owned_children(cluster, namespace, "qa"), "the HPA to be pruned")
     wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+
+
+def test_turning_autoscaling_on_never_drops_the_running_count(cluster, operator, namespace, wait_until):
+    """Every version of the Deployment the API server stored (a watch sees each one) keeps 4
+    replicas while the operator stops setting the count and the HPA takes it over: without the
+    hand-over the field would be removed by the operator's apply and defaulted to 1."""
+    apply_yaml(cluster, namespace, [api_key_secret(), dspy_deployment(replicas=4)])
+    wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+    apps = k8s.AppsV1Api(cluster.api_client)
+    start = apps.read_namespaced_deployment("qa", namespace)
+    assert start.spec.replicas == 4
+    seen: list[int] = []
+    watcher = k8s_watch.Watch()
+    stopped = threading.Event()
+
+    def record() -> None:
+        try:
+            for event in watcher.stream(apps.list_namespaced_deployment, namespace, field_selector="metadata.name=qa",
+                                        resource_version=start.metadata.resource_version, timeout_seconds=60):
+                seen.append(event["object"].spec.replicas)
+        except ProtocolError:
+            if not stopped.is_set():
+                raise  # the stream broke before the test was done with it
+
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    cluster.kubectl("patch", "dspydeployment", "qa", "-n", namespace, "--type=merge", "-p",
+                    '{"spec": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}')
+    autoscaling = k8s.AutoscalingV2Api(cluster.api_client)
+    wait_until(lambda: autoscaling.read_namespaced_horizontal_pod_autoscaler("qa", namespace), "the HPA")
+    wait_phase(cluster, wait_until, namespace, "qa", "Healthy")
+    wait_until(lambda: seen, "the operator's writes to the Deployment")
+    time.sleep(3)  # what the API server did with the apply is visible in the events already seen
+    stopped.set()
+    watcher.stop()
+    thread.join(timeout=70)
+    assert seen and set(seen) == {4}, seen
+    live = apps.read_namespaced_deployment("qa", namespace)
+    assert live.spec.replicas == 4
+    managers = {entry.manager for entry in live.metadata.managed_fields
+                if "f:replicas" in json.dumps(entry.fields_v1 or {})}
+    assert "dspy-operator" not in managers, managers  # the count is no longer the operator's
 
 
 def test_idle_reconciles_make_zero_writes(cluster, operator, namespace, wait_until):

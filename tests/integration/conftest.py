@@ -25,7 +25,8 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import (  # noqa: E402
-    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, RedisServer, free_port, running_fake_lm, running_redis, wait_until,
+    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, running_fake_lm,
+    running_prometheus, running_redis, wait_until,
 )
 
 
@@ -238,6 +239,13 @@ def spawn_runtime(fake_lm: FakeLMServer, tmp_path: Path) -> Iterator[Callable[..
     finally:
         for process in processes:
             process.kill()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus server (the pinned build), scraping nothing until `scrape(...)` is called."""
+    with running_prometheus(tmp_path / "prometheus") as server:
+        yield server
 
 
 @pytest.fixture

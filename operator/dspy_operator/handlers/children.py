@@ -19,6 +19,7 @@ from dspy_operator import api
 from dspy_operator.handlers.context import from_memo
 from dspy_operator.handlers.indexes import Key, controller_name, owner_of
 from dspy_operator.handlers.startup import CHILD_RESOURCES
+from dspy_operator.reconcile.handover import handover_manager
 from dspy_operator.handlers.sync import sync
 
 _MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
@@ -71,12 +72,13 @@ def edited_by_others(body: Mapping[str, Any], field_manager: str) -> bool:
 
     kube-controller-manager is left out: it writes only fields of its own there (the
     Deployment's revision annotation), and counting it would re-reconcile on every
-    status event of a Deployment that has rolled out once."""
+    status event of a Deployment that has rolled out once. So is our own hand-over of
+    `spec.replicas` to the HPA (`reconcile.handover`)."""
     entries = (body.get("metadata") or {}).get("managedFields") or []
     ours = [entry.get("time") or "" for entry in entries if entry.get("manager") == field_manager]
     last_ours = max(ours, default="")
     return any(
-        entry.get("manager") not in (field_manager, CONTROLLER_MANAGER)
+        entry.get("manager") not in (field_manager, handover_manager(field_manager), CONTROLLER_MANAGER)
         and not entry.get("subresource")
         and (entry.get("time") or "") >= last_ours
         for entry in entries

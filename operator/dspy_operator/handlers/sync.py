@@ -113,11 +113,10 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
         evaluation_id=request["id"] if request else None, colors=color_reports(owner.name, observed),
         equivalent=_equivalent(state.stable, desired, known),
     )
-    if bus is not None:
-        try:
-            observations = _with_runtime_reports(observations, bus, owner, plan, state)
-        except BusUnavailable as error:
-            problem = str(error)
+    try:
+        observations = _with_runtime_reports(observations, bus, owner, plan, state)
+    except BusUnavailable as error:
+        problem = str(error)
     if problem is not None:
         observations = replace(observations, reports_unavailable=True)
     decision = decide(plan, state, observations)
@@ -182,13 +181,16 @@ def pending_request(body: Mapping[str, Any], state: RolloutState) -> dict[str, A
     return {"id": request_id, "action": action}
 
 
-def _with_runtime_reports(observations: Observations, bus: RuntimeBus, owner: Owner, plan: Plan,
+def _with_runtime_reports(observations: Observations, bus: RuntimeBus | None, owner: Owner, plan: Plan,
                           state: RolloutState) -> Observations:
-    judgement = (observe.judgement(bus, owner, plan, state, observations.now)
-                 if analysis_due(plan, state, observations.now) else None)
+    """The analysis verdict when one is due and its source is reachable (the pods' windows need
+    Redis, a Prometheus source does not), and the evaluation gate's result (Redis only)."""
+    judgement = None
+    if analysis_due(plan, state, observations.now) and (bus is not None or observe.reads_prometheus(plan)):
+        judgement = observe.judgement(bus, owner, plan, state, observations.now)
     gate = state.evaluation or {}
     evaluation = None
-    if state.canary and gate.get("id") and gate.get("state") not in (EVAL_PASSED, EVAL_FAILED):
+    if bus is not None and state.canary and gate.get("id") and gate.get("state") not in (EVAL_PASSED, EVAL_FAILED):
         evaluation = observe.evaluation(bus, owner, str(gate["id"]))
     return replace(observations, judgement=judgement, evaluation=evaluation)
 

@@ -17,6 +17,7 @@ from dspy_operator import api
 from dspy_operator.errors import KubeApiError
 from dspy_operator.kube import KubeClient
 from dspy_operator.reconcile.drift import up_to_date, with_applied_hash
+from dspy_operator.reconcile.handover import handover_manager, replicas_handover
 
 
 def describe(obj: Mapping[str, Any]) -> str:
@@ -64,6 +65,10 @@ class ChildWriter:
             stamped = with_applied_hash(intent)
             key = describe(stamped)
             if not up_to_date(stamped, self.observed.get(key)):
+                handover = replicas_handover(stamped, self.observed)
+                if handover is not None:
+                    self._logger.info("hand spec.replicas of %s over to its HorizontalPodAutoscaler", key)
+                    self._kube.apply(handover, handover_manager(self._field_manager))
                 self._logger.info("server-side apply %s", key)
                 self.observed[key] = self._kube.apply(stamped, self._field_manager)
                 self.writes.applied.append(key)

@@ -22,7 +22,7 @@ import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -247,6 +247,22 @@ def _window(values: Mapping[str, str]) -> Window:
     return Window(errors_by_class=tuple(sorted(classes.items())), latency=tuple(latency), **scalars)
 
 
+class Figures(Protocol):
+    """What `judge` reads of one revision: a `Window` of the pods' buckets, or the figures a
+    Prometheus server answered (`promql.Measured`)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def error_rate(self) -> float: ...
+    @property
+    def p95_latency_seconds(self) -> float | None: ...
+    @property
+    def cost_per_computed_request(self) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """The analysis block of spec.rollout.canary, with the CRD's defaults.
@@ -332,8 +348,8 @@ class Verdict:
         return tuple(measurement for measurement in self.measurements if measurement.passed is False)
 
 
-def judge(thresholds: Thresholds, canary: Window, stable: Window | None) -> Verdict:
-    """Judge the canary's window, against the stable revision's window of the same span when given.
+def judge(thresholds: Thresholds, canary: Figures, stable: Figures | None) -> Verdict:
+    """Judge the canary's figures, against the stable revision's over the same span when given.
 
     Below `needed_requests` canary requests the verdict is Inconclusive with no measurement.
     Relative measurements also need the stable window to have that many requests; otherwise
@@ -355,7 +371,7 @@ def _at_most(name: str, value: float, threshold: float, detail: str = "") -> Mea
     return Measurement(name, value, threshold, value <= threshold, detail)
 
 
-def _absolute(thresholds: Thresholds, canary: Window) -> list[Measurement]:
+def _absolute(thresholds: Thresholds, canary: Figures) -> list[Measurement]:
     measurements = [_at_most("errorRate", canary.error_rate, thresholds.max_error_rate)]
     if thresholds.max_p95_latency_seconds is not None:
         p95 = canary.p95_latency_seconds
@@ -366,7 +382,7 @@ def _absolute(thresholds: Thresholds, canary: Window) -> list[Measurement]:
     return measurements
 
 
-def _relative(thresholds: Thresholds, canary: Window, stable: Window | None) -> list[Measurement]:
+def _relative(thresholds: Thresholds, canary: Figures, stable: Figures | None) -> list[Measurement]:
     limits = {
         "errorRateRatio": thresholds.max_error_rate_ratio,
         "p95LatencyRatio": thresholds.max_p95_latency_ratio,
@@ -385,7 +401,7 @@ def _relative(thresholds: Thresholds, canary: Window, stable: Window | None) -> 
     return [compare[name](canary, stable, limit) for name, limit in wanted.items()]
 
 
-def _error_rate_ratio(canary: Window, stable: Window, limit: float) -> Measurement:
+def _error_rate_ratio(canary: Figures, stable: Figures, limit: float) -> Measurement:
     """canary error rate / max(stable error rate, 1 / min(stable requests, canary requests)).
 
     The floor is the resolution of the coarser of the two windows: an error rate below one error
@@ -404,7 +420,7 @@ def _error_rate_ratio(canary: Window, stable: Window, limit: float) -> Measureme
     return _at_most("errorRateRatio", ratio, limit, detail)
 
 
-def _p95_latency_ratio(canary: Window, stable: Window, limit: float) -> Measurement:
+def _p95_latency_ratio(canary: Figures, stable: Figures, limit: float) -> Measurement:
     canary_p95, stable_p95 = canary.p95_latency_seconds, stable.p95_latency_seconds
     if canary_p95 is None or stable_p95 is None:
         return Measurement("p95LatencyRatio", None, limit, None, "no latency recorded")
@@ -413,7 +429,7 @@ def _p95_latency_ratio(canary: Window, stable: Window, limit: float) -> Measurem
     return _at_most("p95LatencyRatio", canary_p95 / stable_p95, limit, detail)
 
 
-def _cost_ratio(canary: Window, stable: Window, limit: float) -> Measurement:
+def _cost_ratio(canary: Figures, stable: Figures, limit: float) -> Measurement:
     canary_cost, stable_cost = canary.cost_per_computed_request, stable.cost_per_computed_request
     if canary_cost is None or stable_cost is None:
         side = "canary" if canary_cost is None else "stable revision"

@@ -8,12 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from .responses import JSON
 
-from ..errors import NotReady
+from ..errors import NotReady, server_error_types
 from ..resilience import BreakerState
 from ..resilience.global_ratelimit import FALLBACK
 from .deps import MaybeRuntimeDep, RuntimeDep
 
 router = APIRouter()
+
+SERVER_ERROR_TYPES = server_error_types()
 
 
 @router.get("/health", summary="Liveness: 200 while the process serves; says ok or degraded")
@@ -48,6 +50,9 @@ async def ready(request: Request) -> JSON:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(runtime: RuntimeDep) -> Response:
+    # Shadow variants answer copies, counted as shadow requests rather than as predictions.
+    served = ((v.model, v.revision, v.name) for v in runtime.router.state.variants if not v.shadow)
+    runtime.metrics.declare_variants(served, SERVER_ERROR_TYPES)
     body, content_type = runtime.metrics.render()
     return Response(body, media_type=content_type)
 

@@ -18,7 +18,10 @@ from pydantic import ValidationError
 from ..errors import BadRequest, InvalidInput, validation_problems
 from ..logs import request_id_var
 from ..service import PredictCall
+from ..state import Runtime
+from . import stream
 from .deps import runtime_of
+from .response_schemas import PredictResponse
 from .responses import JSON
 from .schemas import PredictRequest
 
@@ -51,7 +54,8 @@ def add_route(app: FastAPI) -> None:
         predict,
         route_class_override=RequestRoute,
         methods=["POST"],
-        summary="Run the program on one set of inputs",
+        summary="Run the program on one set of inputs; with stream: true, as server-sent events",
+        responses={200: {"model": PredictResponse, "content": stream.openapi_content()}},
         # The route reads the body itself (see RequestContextMiddleware), so the schema is declared here.
         openapi_extra={
             "requestBody": {
@@ -63,29 +67,46 @@ def add_route(app: FastAPI) -> None:
     routes.insert(0, routes.pop())
 
 
-async def predict(request: Request) -> JSON:
+async def predict(request: Request) -> Response:
     runtime = runtime_of(request)  # no dependencies on this route (RequestRoute)
     raw = await request.body()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    try:
-        body = PredictRequest.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput("; ".join(validation_problems(exc))) from None
+    body = predict_body(data)
 
     state = request.state
     if body.request_id:
         state.request_id = body.request_id
         request_id_var.set(body.request_id)
-    settings = runtime.settings
+    call = predict_call(runtime, request, body, state.request_id, state.log)
+    if body.stream:
+        return stream.respond(runtime, call)  # the prediction runs as the response is sent
+    result = await runtime.service.predict(call)
+    return JSON(result.body())
+
+
+def predict_body(data: Any, what: str = "the request body") -> PredictRequest:
+    """``data`` (a request's body, or a batch item) as a ``PredictRequest``; else ``InvalidInput``
+    naming the fields."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    try:
+        return PredictRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(validation_problems(exc))) from None
+
+
+def predict_call(
+    runtime: Runtime, request: Request, body: PredictRequest, request_id: str, log: dict[str, Any]
+) -> PredictCall:
+    """The service call for one predict body (a request's, or a batch item's); the routing and
+    rate-limit keys come from the request's headers."""
     sticky_header = runtime.router.sticky_header
-    key_header = settings.rate_limit_key_header
-    call = PredictCall(
-        request_id=state.request_id,
+    key_header = runtime.settings.rate_limit_key_header
+    return PredictCall(
+        request_id=request_id,
         inputs=body.inputs,
         single_input=body.input,
         revision=body.revision,
@@ -93,7 +114,5 @@ async def predict(request: Request) -> JSON:
         use_cache=body.use_cache,
         sticky_value=request.headers.get(sticky_header) if sticky_header else None,
         client_key=request.headers.get(key_header) if key_header else None,
-        log=state.log,
+        log=log,
     )
-    result = await runtime.service.predict(call)
-    return JSON(result.body())

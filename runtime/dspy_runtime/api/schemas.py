@@ -21,6 +21,8 @@ class PredictRequest(BaseModel):
     inputs: dict[str, Any] | None = None
     input: Any = None
     use_cache: bool = True
+    stream: bool = False
+    """Answer as ``text/event-stream``: the output fields' chunks as the LM writes them, then this body."""
 
     @model_validator(mode="after")
     def _one_of_inputs(self) -> PredictRequest:

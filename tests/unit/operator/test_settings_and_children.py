@@ -47,6 +47,8 @@ def test_edits_by_others_after_our_apply_are_noticed_status_updates_are_not():
     edit = {"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-23T12:02:00Z"}
     assert not edited_by_others({"metadata": {"managedFields": [ours, status]}}, "dspy-operator")
     assert edited_by_others({"metadata": {"managedFields": [ours, status, edit]}}, "dspy-operator")
+    handover = {"manager": "dspy-operator-handover", "operation": "Apply", "time": "2026-11-23T12:00:00Z"}
+    assert not edited_by_others({"metadata": {"managedFields": [handover, ours]}}, "dspy-operator")
 
 
 def test_only_deletions_and_edits_by_others_are_worth_restoring():

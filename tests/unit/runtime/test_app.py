@@ -126,3 +126,21 @@ def test_openapi_documents_the_predict_body():
     operation = schema["paths"]["/v1/predict"]["post"]
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"inputs", "input", "request_id", "variant", "use_cache"} <= set(body_schema["properties"])
+
+
+def test_openapi_documents_the_stream_and_the_batch():
+    schema = create_app(RuntimeSettings(routing_path=None)).openapi()
+    components = schema["components"]["schemas"]
+    predict = schema["paths"]["/v1/predict"]["post"]
+    assert "stream" in predict["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    answers = predict["responses"]["200"]["content"]
+    assert answers["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictResponse"}
+    assert "text/event-stream" in answers
+    batch = schema["paths"]["/v1/predict/batch"]["post"]
+    body = batch["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["items"] and body["properties"]["items"]["minItems"] == 1
+    assert body["properties"]["items"]["items"]["title"] == "PredictRequest"
+    assert batch["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchResponse"}
+    results = components["BatchResponse"]["properties"]["results"]["items"]["anyOf"]
+    assert results == [{"$ref": "#/components/schemas/PredictResponse"}, {"$ref": "#/components/schemas/ErrorResponse"}]
+    assert {"PredictMetadata", "ErrorDetail"} <= set(components)

@@ -16,6 +16,7 @@ ENV_NAMES = (
     "LM_API_BASE", "ROUTING_REDIS_KEY", "DSPY_RESOURCE", "WINDOW_FLUSH_SECS", "HOSTNAME", "POD_NAME",
     "RATE_LIMIT_RPS", "RATE_LIMIT_BURST", "RATE_LIMIT_KEY_HEADER", "RATE_LIMIT_TOTAL_RPS", "RATE_LIMIT_TOTAL_BURST",
     "RATE_LIMIT_SCOPE", "RUNTIME_REPLICAS",
+    "MAX_BATCH_ITEMS", "BATCH_CONCURRENCY",
 )  # fmt: skip
 
 
@@ -34,6 +35,7 @@ def test_defaults():
     assert s.lm_fallback_models == ()
     assert s.daily_budget_usd is None and s.rate_limit_rps == 0
     assert s.effective_lm_api_key is None
+    assert (s.max_batch_items, s.batch_concurrency) == (100, 8)
 
 
 def test_environment_names_and_parsing(monkeypatch):
@@ -80,6 +82,8 @@ def test_lm_api_key_falls_back_to_openai_api_key(monkeypatch):
         ("RATE_LIMIT_TOTAL_RPS", "-1", "RATE_LIMIT_TOTAL_RPS"),
         ("RATE_LIMIT_TOTAL_BURST", "0", "RATE_LIMIT_TOTAL_BURST"),
         ("RUNTIME_REPLICAS", "0", "RUNTIME_REPLICAS"),
+        ("MAX_BATCH_ITEMS", "0", "MAX_BATCH_ITEMS"),
+        ("BATCH_CONCURRENCY", "many", "BATCH_CONCURRENCY"),
     ],
 )
 def test_nonsense_is_refused_with_a_message_naming_the_setting(monkeypatch, name, value, fragment):
