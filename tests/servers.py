@@ -60,15 +60,28 @@ def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeo
         process.wait()
 
 
-class RedisServer:
-    """A ``redis-server`` child process that can be stopped and restarted on one port."""
+NO_PERSISTENCE: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+"""A test Redis forgets everything when it stops, unless a test asks for other settings."""
 
-    def __init__(self, executable: str, workdir: Path) -> None:
+
+class RedisServer:
+    """A ``redis-server`` child process that can be stopped (or killed) and restarted on one port;
+    ``config`` are the server settings after port, bind and dir (persistence, eviction, ...)."""
+
+    def __init__(self, executable: str, workdir: Path, config: tuple[str, ...] = NO_PERSISTENCE) -> None:
         self.executable = executable
         self.workdir = workdir
+        self.config = config
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def password(self) -> str | None:
+        """The ``--requirepass`` of ``config``; None for a Redis open to any client."""
+        if "--requirepass" not in self.config:
+            return None
+        return self.config[self.config.index("--requirepass") + 1]
 
     @property
     def running(self) -> bool:
@@ -84,9 +97,8 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.workdir),
-                "--save", "",
-                "--appendonly", "no",
                 "--protected-mode", "yes",
+                *self.config,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,7 +109,7 @@ class RedisServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self._process.returncode}; see {self.workdir}/redis.log")
             try:
-                if _send(self.port, b"PING").startswith(b"+PONG"):
+                if _send(self.port, b"PING").startswith((b"+PONG", b"-NOAUTH")):  # NOAUTH: up, with a password
                     return
             except OSError:
                 pass
@@ -109,6 +121,13 @@ class RedisServer:
         process, self._process = self._process, None
         if process is not None:
             stop_process(process, timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown save, no goodbye to clients."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def flushall(self) -> None:
         _send(self.port, b"FLUSHALL")
@@ -226,12 +245,12 @@ class PrometheusServer:
 
 
 @contextlib.contextmanager
-def running_redis(workdir: Path) -> Iterator[RedisServer]:
+def running_redis(workdir: Path, config: tuple[str, ...] = NO_PERSISTENCE) -> Iterator[RedisServer]:
     """A started redis-server, stopped on exit; a missing binary is a clear failure."""
     executable = shutil.which("redis-server")
     if executable is None:
         raise RuntimeError("redis-server is not installed: run `make debs`")
-    server = RedisServer(executable, workdir)
+    server = RedisServer(executable, workdir, config)
     server.start()
     try:
         yield server

@@ -7,6 +7,7 @@ settings; 3 when the app cannot start (e.g. an unknown DSPy module).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from .app import create_app
-from .logs import configure_logging
+from .logs import configure_logging, held_secrets
 from .server import build_server
 from .settings import RuntimeSettings, describe_errors, get_settings
 
@@ -23,10 +24,10 @@ EXIT_BAD_SETTINGS = 2
 EXIT_STARTUP_FAILURE = 3
 
 
-def _secrets(settings: RuntimeSettings) -> list[str]:
+def _secrets(settings: RuntimeSettings) -> set[str]:
     values = [settings.lm_api_key, settings.openai_api_key, settings.redis_url, settings.cache_admin_token,
               *settings.lm_fallback_api_keys.values()]
-    return [v.get_secret_value() for v in values if v is not None]
+    return held_secrets((v.get_secret_value() for v in values if v is not None), os.environ)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from redis.asyncio import Redis
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,7 +35,7 @@ from .errors import HTTP_ERROR_TYPES, ServiceError, error_body
 from .evaluation import build_evaluator
 from .metrics import Metrics
 from .program import ProgramError, build_lm, disable_dspy_caches
-from .resilience import BreakerRegistry, BreakerState, Budget, RateLimiter
+from .resilience import BreakerRegistry, BreakerState, Budget, GlobalRateLimiter, Limiter, RateLimiter
 from .routing import Router, RoutingError, fallback_lm_specs
 from .routing_wire import RESYNC_FACTOR, RoutingWire, ServedTableReport
 from .service import Endpoint, PredictionService
@@ -93,6 +94,18 @@ class StartupFailureWithoutTraceback:
             raise
 
 
+def build_limiter(settings: RuntimeSettings, redis: Redis | None) -> Limiter:
+    """The rate limiter of ``RATE_LIMIT_SCOPE``: this pod's buckets, or the fleet's in ``redis``."""
+    rate, burst = settings.rate_limit_rps, settings.effective_rate_limit_burst
+    total_rate, total_burst = settings.effective_rate_limit_total
+    if settings.rate_limit_scope == "global" and redis is not None:
+        return GlobalRateLimiter(
+            redis, rate=rate, burst=burst, total_rate=total_rate, total_burst=total_burst,
+            replicas=settings.runtime_replicas, key_prefix=(settings.key_prefix or "dspy:") + "ratelimit:",
+        )  # fmt: skip
+    return RateLimiter(rate, burst, total_rate=total_rate, total_burst=total_burst)
+
+
 def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> Runtime:
     """Every component of one app. Raises ``StartupError`` for a program or table that cannot be served."""
     disable_dspy_caches()
@@ -122,8 +135,8 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
                 hot = HotKeys(redis.client, names, load=min(settings.memory_cache_warm_entries, settings.memory_cache_size),
                               ttl_seconds=settings.redis_cache_ttl_secs + settings.redis_cache_jitter_secs)
         cache = TieredCache(memory, redis, metrics, hot)
-    elif settings.redis_url is not None and settings.daily_budget_usd:
-        # No answer cache, but the budget (and the shadow's cap) is still shared through Redis.
+    elif settings.redis_url is not None and (settings.daily_budget_usd or settings.rate_limit_scope == "global"):
+        # No answer cache, but the budget (and the shadow's cap) or the rate limit is still shared through Redis.
         redis = RedisCache.from_url(settings.redis_url.get_secret_value(), settings.redis_cache_ttl_secs)
 
     def on_transition(model: str, old: BreakerState, new: BreakerState) -> None:
@@ -147,10 +160,15 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
     )
     for model in {v.model for v in router.state.variants} | {e.spec.model for e in fallbacks}:
         costs.pricing(model)  # resolve prices now, off the request path
-    budget = Budget(settings.daily_budget_usd, redis.client if redis is not None else None)
+    if settings.daily_budget_usd:
+        for variant in router.state.variants:
+            # The budget counts prompt tokens; litellm loads its tokenizer (0.8 s) on first use: now.
+            variant.program.prompt_tokens(dict.fromkeys(variant.program.input_fields, ""), variant.model)
+    shared = redis.client if redis is not None else None
+    budget = Budget(settings.daily_budget_usd, shared, replicas=settings.runtime_replicas)
     metrics.watch_budget(budget)
-    shadow_spend = Budget(None, redis.client if redis is not None else None, key_prefix=SHADOW_SPEND_KEY_PREFIX)
-    limiter = RateLimiter(settings.rate_limit_rps, settings.effective_rate_limit_burst)
+    shadow_spend = Budget(None, shared, key_prefix=SHADOW_SPEND_KEY_PREFIX)
+    limiter = build_limiter(settings, shared)
 
     # What pods and the operator exchange through the resource's Redis: the routing
     # table's fast wire, the served-table report and the windowed figures.
@@ -189,6 +207,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         redis=redis,
         breakers=breakers,
         budget=budget,
+        limiter=limiter,
         costs=costs,
         service=service,
         fleet_redis=fleet,

@@ -15,18 +15,28 @@ and ``configure_logging`` turns off the
 record attributes no format here prints (caller file and line, thread, process),
 as the logging HOWTO's "Optimization" section describes.
 
-Secrets: the values of the configured API keys are replaced by ``***`` in every
-line, whatever logger produced it, as a last line of defence behind "never log
-settings or provider errors verbatim".
+Secrets: every secret the process holds is replaced by ``***`` in every line, whatever
+logger produced it, as a last line of defence behind "never log settings or provider
+errors verbatim" (a user may still paste a key into an input that ``LOG_INPUTS`` logs).
+``held_secrets`` finds them: the settings' secret values; every environment variable
+whose name says it is one (``LM_API_KEY_<VARIANT>``, ``*_API_KEY``, ``*PASSWORD*``,
+``*SECRET*``, ``*_TOKEN``, ...: the per-variant keys the operator sets, the provider keys
+litellm reads, the managed Redis' ``REDIS_PASSWORD``); and the password inside any URL
+(``REDIS_URL`` as ``user:pw@``, ``:pw@`` or ``?password=``, percent-encoded or not). A key a
+routing table names by another variable (``apiKeyEnv``) is added when the table is read
+(``redact_also``). Each is matched as written, percent-decoded and encoded, and as JSON
+escapes it; values shorter than 6 characters are left alone (they would redact innocent text).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import orjson
 
@@ -35,10 +45,52 @@ from .clock import IsoTimestamps
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
+SECRET_NAME = re.compile(r"(?:^|_)(?:API_?KEY|PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIALS?)(?:_|$)", re.IGNORECASE)
+"""Environment variable names that hold a secret: ``LM_API_KEY_OPTIMIZED``, ``REDIS_PASSWORD``,
+``AWS_SECRET_ACCESS_KEY``, ``HF_TOKEN``; not ``LM_MAX_TOKENS``."""
+MIN_SECRET_LENGTH = 6
+
+
+def url_passwords(value: str) -> set[str]:
+    """The passwords in ``value`` if it is a URL: ``scheme://user:pw@host`` and ``?password=pw``."""
+    if "://" not in value:
+        return set()
+    try:
+        parts = urlsplit(value)
+        found = {parts.password} if parts.password else set()
+    except ValueError:  # not a URL after all (a bad port, brackets)
+        return set()
+    found.update(v for k, v in parse_qsl(parts.query, keep_blank_values=False) if k.lower() == "password")
+    return found
+
+
+def held_secrets(values: Iterable[str], environ: Mapping[str, str]) -> set[str]:
+    """``values`` (the settings' secrets), every environment variable named like a secret, and the
+    password of every URL among them and the environment (see the module docstring)."""
+    found = {value for value in values if value}
+    found.update(value for name, value in environ.items() if SECRET_NAME.search(name) and value)
+    for value in [*found, *environ.values()]:
+        found |= url_passwords(value)
+    return found
+
+
+def _spellings(secret: str) -> set[str]:
+    """How ``secret`` may appear in a line: as is, percent-decoded or encoded (in a URL), JSON-escaped."""
+    forms = {secret, unquote(secret), quote(secret, safe="")}
+    return forms | {orjson.dumps(form).decode()[1:-1] for form in forms}
+
+
 class _Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Short values would redact innocent text; real keys are long.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Short values would redact innocent text; real keys are long. Longest first, so a
+        # secret that contains another (a URL and its password) goes whole.
+        forms = {form for secret in secrets if secret for form in _spellings(secret)}
+        kept = {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+        self._secrets = sorted(kept | set(self._secrets), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
@@ -62,7 +114,7 @@ def _add_fields(record: logging.LogRecord, line: dict[str, Any]) -> dict[str, An
 class JsonFormatter(logging.Formatter):
     def __init__(self, redact: _Redactor) -> None:
         super().__init__()
-        self._redact = redact
+        self.redact = redact
         self._timestamp = IsoTimestamps()
 
     def format(self, record: logging.LogRecord) -> str:
@@ -78,20 +130,20 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         text = orjson.dumps(line, default=str).decode()
-        return self._redact(text)
+        return self.redact(text)
 
 
 class TextFormatter(logging.Formatter):
     def __init__(self, redact: _Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        self._redact = redact
+        self.redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = _add_fields(record, {})
         if fields:
             text += " " + " ".join(f"{key}={value}" for key, value in fields.items())
-        return self._redact(text)
+        return self.redact(text)
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -133,6 +185,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json", secrets: Iterable[
     # output can include full requests.
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "httpcore", "dspy"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def redact_also(secrets: Iterable[str]) -> None:
+    """Redact ``secrets`` from now on, in every line ``configure_logging``'s handler writes: for
+    secrets found after start (the API key a routing table names by ``apiKeyEnv``)."""
+    for handler in logging.getLogger().handlers:
+        redact = getattr(handler.formatter, "redact", None)
+        if isinstance(redact, _Redactor):
+            redact.add(secrets)
 
 
 class ProblemLog:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+import litellm
 import orjson
 from pydantic import SecretStr
 
@@ -47,6 +48,10 @@ cache key's encoder (orjson) at 255 levels, DSPy's formatting at Python's recurs
 limit (a RecursionError, 500, with the cache off). One bound well below all of them,
 checked before any of them runs, gives the same 422 on every path; no LM prompt
 needs more."""
+
+LM_CALLS_PER_PREDICTOR = 2
+"""At most this many LM calls per predictor and prediction: DSPy's ``ChatAdapter`` asks again
+through ``JSONAdapter`` when it cannot parse the first answer, and both calls are billed."""
 
 
 class ProgramError(Exception):
@@ -189,6 +194,26 @@ class Program:
                     raise InvalidInput(
                         f"{where}[{index}]: must be a string (a list for a text field is sent as passages of text)"
                     )
+
+    @property
+    def max_lm_calls(self) -> int:
+        """The most LM calls one prediction of this program can make (see ``LM_CALLS_PER_PREDICTOR``)."""
+        return len(self.module.predictors()) * LM_CALLS_PER_PREDICTOR
+
+    def prompt_tokens(self, kwargs: Mapping[str, Any], model: str) -> int:
+        """The tokens of the prompt each predictor sends for ``kwargs``, as litellm counts them for
+        ``model`` (its tokenizer, else a GPT one): what the budget reserves for the prompt.
+
+        The prompt is formatted the way ``ChatAdapter`` formats it for the LM (instructions,
+        field descriptions, demos, inputs), so a saved program's demos count too. The most of
+        any predictor is returned: every predictor of the known modules gets the same inputs.
+        About 0.2 ms, paid only on the way to the LM.
+        """
+        adapter = dspy.ChatAdapter()
+        return max(
+            litellm.token_counter(model=model, messages=adapter.format(p.signature, p.demos, dict(kwargs)))
+            for p in self.module.predictors()
+        )
 
     def public(self) -> dict[str, Any]:
         return {

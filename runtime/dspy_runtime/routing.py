@@ -71,7 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from .costs import Pricing
 from .errors import InvalidInput, validation_problems
-from .logs import ProblemLog
+from .logs import ProblemLog, redact_also
 from .program import LMSpec, Program, ProgramError, ProgramSpec, build_lm, load_program
 from .settings import DEFAULT_REVISION, DEFAULT_VARIANT, KNOWN_MODULES, ModelPrice, RuntimeSettings
 
@@ -304,6 +304,7 @@ def _variant_spec(
         value = environ.get(lm.api_key_env)
         if not value:
             raise RoutingError(f"{where}: environment variable {lm.api_key_env} (apiKeyEnv) is not set")
+        redact_also([value])  # whatever the variable's name, its value is a key
         api_key = SecretStr(value)
     base = base_lm_spec(settings)
     pricing = lm.pricing

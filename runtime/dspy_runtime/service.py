@@ -4,11 +4,16 @@ Order of the guards, cheapest and most protective first:
 
 1. revision, then variant choice (each pinned, sticky or by weight) - an unknown pinned
    revision or variant is a 422;
-2. rate limit (per pod, or per client key from ``RATE_LIMIT_KEY_HEADER``) - 429 + Retry-After;
+2. rate limit (``RATE_LIMIT_SCOPE``: per pod or one for the fleet through Redis; per client key
+   from ``RATE_LIMIT_KEY_HEADER``, behind an overall bucket) - 429 + Retry-After;
 3. input validation against the variant's signature - 422 naming the fields;
 4. the two-level cache with single-flight (``TieredCache.get_or_compute``); on a miss:
-5. the daily budget - 429 "daily budget exhausted", and no LM call. It is checked
-   on a miss only, so answers already cached keep being served for free;
+5. the daily budget - 429 "daily budget exhausted", and no LM call. On a miss only (answers
+   already cached keep being served for free), the call's worst-case cost is reserved
+   (``Budget.reserve``: the prompt's tokens as litellm counts them plus ``max_tokens``, for every
+   LM call the program may make, at the dearest model of the chain); a reservation that does
+   not fit is the 429. After the call the reservation is settled to the real cost (0 when the
+   call failed), so concurrent calls on any number of replicas cannot overshoot the budget;
 6. the LM call: per model, the breaker decides (open: skip to the next model of
    ``LM_FALLBACK_MODELS``), the call runs under ``LM_TIMEOUT_SECS`` and is retried
    with jittered back-off on transient errors only (timeouts, 429, 5xx, network:
@@ -65,7 +70,7 @@ from pydantic import BaseModel
 
 from .cache import TieredCache, cache_key
 from .clock import IsoTimestamps
-from .costs import CostTracker
+from .costs import CostTracker, Pricing
 from .errors import (
     BudgetExhausted,
     CircuitOpen,
@@ -77,7 +82,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .program import LMSpec, Program
-from .resilience import BreakerRegistry, Budget, RateLimiter, call_with_retries
+from .resilience import BreakerRegistry, Budget, Hold, Limiter, call_with_retries
 from .routing import Router, Variant
 from .settings import RuntimeSettings
 from .shadow import SPEND_KEY_PREFIX, Shadower
@@ -85,6 +90,9 @@ from .streaming import ChunkSink, acall_streaming
 from .windows import Windows
 
 log = logging.getLogger(__name__)
+
+HOLD_SLACK_SECONDS = 60.0
+"""A budget reservation outlives the longest its call may take by this much (a busy loop, a slow settle)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,7 @@ class PredictionService:
         router: Router,
         cache: TieredCache | None,
         breakers: BreakerRegistry,
-        limiter: RateLimiter,
+        limiter: Limiter,
         budget: Budget,
         costs: CostTracker,
         metrics: Metrics,
@@ -306,7 +314,7 @@ class PredictionService:
         call.log["error_type"] = error_type
 
     async def _predict(self, call: PredictCall, variant: Variant, started: float) -> PredictionResult:
-        wait = 0.0 if call.shadow else self._limiter.acquire(call.client_key or "")
+        wait = 0.0 if call.shadow else await self._limiter.check(call.client_key or "")
         if wait > 0:
             raise RateLimited("rate limit exceeded; retry later", retry_after=wait)
         program = variant.program
@@ -319,10 +327,14 @@ class PredictionService:
         async def compute() -> tuple[bytes, bool]:
             nonlocal computed
             computed = True
-            answer = await self._compute(variant, kwargs, fallbacks=not call.shadow, stream=call.stream)
-            cost = self._account(answer, variant)
-            if cost > 0:
-                await self._budget.spend(cost)
+            endpoints = self._endpoints(variant, fallbacks=not call.shadow)
+            hold = await self._reserve(variant, kwargs, endpoints)
+            cost = 0.0
+            try:
+                answer = await self._compute(variant, kwargs, endpoints, stream=call.stream)
+                cost = self._account(answer, variant)
+            finally:
+                await self._budget.settle(hold, cost)
             payload = {
                 "model": answer.model,
                 "outputs": answer.outputs,
@@ -360,18 +372,43 @@ class PredictionService:
             timestamp=self._timestamp(time.time()),
         )
 
-    async def _compute(
-        self, variant: Variant, kwargs: dict[str, Any], *, fallbacks: bool = True, stream: ChunkSink | None = None
-    ) -> _Answer:
-        if await self._budget.exhausted():
-            budget = self._budget.daily_usd
-            raise BudgetExhausted(
-                f"the daily budget of {budget} USD is exhausted; predictions resume at 00:00 UTC",
-                retry_after=_seconds_to_utc_midnight(datetime.now(UTC)),
-            )
+    def _endpoints(self, variant: Variant, *, fallbacks: bool) -> list[Endpoint]:
+        """The models a call may go to, in order: the variant's, then the pod's fallbacks."""
         endpoints = [Endpoint(variant.spec.lm, variant.lm)]
         if fallbacks:
             endpoints += [e for e in self.fallbacks if e.spec.model != variant.model]
+        return endpoints
+
+    async def _reserve(self, variant: Variant, kwargs: dict[str, Any], endpoints: Sequence[Endpoint]) -> Hold:
+        """The budget's reservation for one prediction's worst case; ``BudgetExhausted`` when it does not fit.
+
+        Held at most as long as the call may take (every endpoint's attempts, timeouts and
+        back-offs) plus ``HOLD_SLACK_SECONDS``; a pod that dies meanwhile leaves a hold that lapses.
+        """
+        worst = 0.0
+        if self._budget.daily_usd is not None:  # unlimited: nothing to count
+            program = variant.program
+            prompt = program.prompt_tokens(kwargs, variant.model)
+            worst = program.max_lm_calls * max(
+                self._costs.cost(e.spec.model, prompt, e.spec.max_tokens, self._pricing(variant, e.spec.model))
+                for e in endpoints
+            )
+        s = self._settings
+        attempts = s.lm_max_retries + 1
+        hold_seconds = HOLD_SLACK_SECONDS + sum(
+            attempts * (e.spec.timeout_secs + s.lm_retry_max_delay_secs) for e in endpoints
+        )
+        hold = await self._budget.reserve(worst, hold_seconds)
+        if hold is None:
+            raise BudgetExhausted(
+                f"the daily budget of {self._budget.daily_usd} USD is exhausted; predictions resume at 00:00 UTC",
+                retry_after=_seconds_to_utc_midnight(datetime.now(UTC)),
+            )
+        return hold
+
+    async def _compute(
+        self, variant: Variant, kwargs: dict[str, Any], endpoints: Sequence[Endpoint], *, stream: ChunkSink | None = None
+    ) -> _Answer:
         skipped: list[tuple[str, float]] = []
         failures: list[tuple[str, BaseException]] = []
 
@@ -437,9 +474,13 @@ class PredictionService:
         output_tokens = sum(int(u.get("completion_tokens") or 0) for u in usage.values())
         return _Answer(model, dict(prediction.items()), input_tokens, output_tokens, fallback)
 
+    @staticmethod
+    def _pricing(variant: Variant, model: str) -> Pricing | None:
+        """The variant's own price is for its model; a fallback's answer costs the fallback's price."""
+        return variant.spec.pricing if model == variant.model else None
+
     def _account(self, answer: _Answer, variant: Variant) -> float:
-        # The variant's own price is for its model; a fallback's answer costs the fallback's price.
-        pricing = variant.spec.pricing if answer.model == variant.model else None
+        pricing = self._pricing(variant, answer.model)
         cost = self._costs.record(answer.model, variant.name, answer.input_tokens, answer.output_tokens, pricing)
         m = self._metrics
         m.bound(m.token_usage_total, answer.model, "input").inc(answer.input_tokens)

@@ -43,6 +43,10 @@ DEFAULT_REVISION = "default"
 """The one revision of a table in the legacy format (``variants`` only) and of a pod without a table."""
 
 MIN_ADMIN_TOKEN_LENGTH = 16
+DEFAULT_TOTAL_RATE_FACTOR = 10
+"""Without RATE_LIMIT_TOTAL_RPS, keyed requests share an overall bucket of this many keys' rate and
+burst: room for several busy clients at once, while a client inventing keys gets no more than that."""
+
 ROUTING_KEY_SUFFIX = "routing"
 RESOURCE_PATTERN = re.compile(r"^[^/{}\s]+/[^/{}\s]+$")
 
@@ -177,6 +181,17 @@ class RuntimeSettings(BaseSettings):
     rate_limit_burst: int | None = Field(None, ge=1)
     """Bucket size; defaults to max(1, ceil(RATE_LIMIT_RPS))."""
     rate_limit_key_header: str | None = None
+    rate_limit_total_rps: float | None = Field(None, ge=0)
+    """With RATE_LIMIT_KEY_HEADER: the overall bucket behind the per-key ones; defaults to
+    ``DEFAULT_TOTAL_RATE_FACTOR`` times RATE_LIMIT_RPS; 0 turns it off."""
+    rate_limit_total_burst: int | None = Field(None, ge=1)
+    """The overall bucket's size; defaults to max(1, ceil(RATE_LIMIT_TOTAL_RPS)), or without that to
+    ``DEFAULT_TOTAL_RATE_FACTOR`` times the per-key burst."""
+    rate_limit_scope: Literal["pod", "global"] = "pod"
+    """``pod``: each pod has its own buckets; ``global``: one set for the fleet, in Redis (needs REDIS_URL)."""
+    runtime_replicas: int = Field(1, ge=1)
+    """The most runtime pods serving at once (the operator's autoscaling.maxReplicas, else replicas):
+    while Redis is down, the global rate limit and the budget's remainder are shared out by it."""
     daily_budget_usd: float | None = Field(None, ge=0)
     """USD per UTC day across replicas (shared through Redis); unset or 0 means unlimited."""
 
@@ -206,7 +221,8 @@ class RuntimeSettings(BaseSettings):
 
     @field_validator(
         "redis_url", "program_path", "openai_api_key", "lm_api_base", "lm_api_key",
-        "rate_limit_burst", "rate_limit_key_header", "daily_budget_usd", "routing_path",
+        "rate_limit_burst", "rate_limit_key_header", "rate_limit_total_rps", "rate_limit_total_burst",
+        "daily_budget_usd", "routing_path",
         "routing_redis_key", "dspy_resource", "hostname", "pod_name", "cache_warmup_path", "cache_admin_token",
         mode="before",
     )  # fmt: skip
@@ -225,7 +241,7 @@ class RuntimeSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _FallbackEnvSource(settings_cls), dotenv_settings, file_secret_settings
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "rate_limit_scope", mode="before")
     @classmethod
     def _case_insensitive(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
@@ -322,6 +338,8 @@ class RuntimeSettings(BaseSettings):
             raise ValueError(f"PROGRAM_PATH {self.program_path} is not a readable file")
         if self.cache_warmup_path is not None and not self.cache_warmup_path.is_file():
             raise ValueError(f"CACHE_WARMUP_PATH {self.cache_warmup_path} is not a readable file")
+        if self.rate_limit_scope == "global" and self.redis_url is None:
+            raise ValueError("RATE_LIMIT_SCOPE is global, but REDIS_URL is not set: the fleet's buckets live in Redis")
         if self.routing_redis_key is not None and self.redis_url is None:
             raise ValueError("ROUTING_REDIS_KEY is set, but REDIS_URL is not: the table is pushed through that Redis")
         if self.routing_redis_key is not None and self.dspy_resource is not None:
@@ -374,6 +392,17 @@ class RuntimeSettings(BaseSettings):
     @property
     def effective_rate_limit_burst(self) -> int:
         return self.rate_limit_burst or max(1, math.ceil(self.rate_limit_rps))
+
+    @property
+    def effective_rate_limit_total(self) -> tuple[float, int]:
+        """Rate and size of the overall bucket behind the per-key ones; rate 0 when there is none
+        (requests are not keyed: their one bucket is the overall one)."""
+        if self.rate_limit_key_header is None or self.rate_limit_rps == 0:
+            return 0.0, 1
+        if self.rate_limit_total_rps is None:
+            factor = DEFAULT_TOTAL_RATE_FACTOR
+            return self.rate_limit_rps * factor, self.rate_limit_total_burst or self.effective_rate_limit_burst * factor
+        return self.rate_limit_total_rps, self.rate_limit_total_burst or max(1, math.ceil(self.rate_limit_total_rps))
 
     def public_dict(self) -> dict[str, Any]:
         """The effective settings for ``GET /config``: secrets show only whether they are set."""

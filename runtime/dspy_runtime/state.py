@@ -11,7 +11,7 @@ from .cache.hot import HotKeys
 from .cache.invalidation import Invalidator
 from .costs import CostTracker
 from .metrics import Metrics
-from .resilience import BreakerRegistry, Budget
+from .resilience import BreakerRegistry, Budget, Limiter
 from .routing import Router
 from .routing_wire import RoutingWire, ServedTableReport
 from .service import PredictionService
@@ -31,6 +31,7 @@ class Runtime:
     redis: RedisCache | None
     breakers: BreakerRegistry
     budget: Budget
+    limiter: Limiter
     costs: CostTracker
     service: PredictionService
     fleet_redis: Redis | None = None

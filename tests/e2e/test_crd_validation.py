@@ -236,6 +236,12 @@ CEL_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "evaluation needs minScore, maxRegression or both",
     ),
     (
+        "a global rate limit without a Redis for its buckets",
+        {"rateLimit": {"requestsPerSecond": 5, "scope": "global"}, "redis": {"mode": "Disabled"}},
+        "spec.rateLimit.scope",
+        "a global rate limit keeps its buckets in Redis",
+    ),
+    (
         "blue/green analysis without a Redis to read the pods' figures from",
         {"rollout": {"strategy": "BlueGreen", "blueGreen": {"analysis": {"minRequests": 5}}},
          "redis": {"mode": "Disabled"}},

@@ -26,14 +26,37 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import (  # noqa: E402
-    STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, running_fake_lm, running_prometheus,
-    running_redis, wait_until,
+    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, running_fake_lm,
+    running_prometheus, running_redis, wait_until,
 )
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def managed_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own, configured as the operator configures the managed Redis
+    (persistence and eviction policy, ``reconcile/desired.py``), 4 MB of memory, in this test's
+    directory: ``kill()`` and ``start()`` are a crash and the container's restart."""
+    from dspy_operator.reconcile.desired import redis_server_args
+
+    with running_redis(tmp_path, tuple(redis_server_args(MANAGED_REDIS_TEST_MB))) as server:
+        yield server
+
+
+MANAGED_REDIS_TEST_MB = 4
+"""Small enough that a test fills it with cache entries in a second."""
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own that requires a password (``.password``) with characters a URL
+    must percent-encode, so the password appears in REDIS_URL in another spelling."""
+    config = ("--requirepass", "r3dis/pa+ss@word-NEVER-IN-OUTPUT", *NO_PERSISTENCE)
+    with running_redis(tmp_path, config) as server:
         yield server
 
 

@@ -96,7 +96,10 @@ def test_each_item_takes_a_rate_limit_token(start_runtime, fake_lm):
 
 
 def test_items_share_the_budget_and_the_breaker(start_runtime, fake_lm):
-    runtime = start_runtime(daily_budget_usd=0.1, batch_concurrency=1)  # one call costs 0.14
+    # Completion tokens only (20 a call): a call costs 0.14 and reserves 2 x 0.14 first. The first
+    # item fits (0 + 0.28 <= 0.3), the next do not (0.14 + 0.28); the whole budget is never passed.
+    pricing = '{"openai/fake-model": {"promptPerMillion": 0, "completionPerMillion": 7000}}'
+    runtime = start_runtime(daily_budget_usd=0.3, lm_max_tokens=20, lm_pricing=pricing, batch_concurrency=1)
     results = batch(runtime, [{"input": f"q{i}"} for i in range(3)]).json()["results"]
     assert ["error" not in results[0], *(r["error"]["type"] for r in results[1:])] == [
         True, "budget_exhausted", "budget_exhausted"]

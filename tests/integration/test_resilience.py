@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def _breaker_state(runtime, model="openai/fake-model"):
     return runtime.client.get("/health").json()["components"]["breakers"][model]
@@ -140,13 +142,24 @@ def test_rate_limit_per_client_key(start_runtime):
     assert runtime.predict({"input": "c"}, headers=bob).status_code == 200
 
 
+BUDGET_PRICING = '{"openai/fake-model": {"promptPerMillion": 0, "completionPerMillion": 7000}}'
+"""Completion tokens only: a call (20 reported) costs 0.14 USD, and with LM_MAX_TOKENS=20 its
+reservation is 2 calls x 20 tokens = 0.28 USD, whatever the tokenizer counts for the prompt."""
+
+
+def budget_runtime(start_runtime, limit: float, **settings):
+    return start_runtime(daily_budget_usd=limit, lm_pricing=BUDGET_PRICING, lm_max_tokens=20, **settings)
+
+
 def test_spent_budget_gives_429_and_no_more_lm_calls(start_runtime, fake_lm, redis_url):
-    # Each computed prediction costs 0.14 USD with the fixtures' prices.
-    runtime = start_runtime(daily_budget_usd=0.3, redis_url=redis_url)
+    runtime = budget_runtime(start_runtime, 0.6, redis_url=redis_url)
+    # Before each call: spent + 0.28 reserved <= 0.6 for 0, 0.14 and 0.28 spent.
     assert runtime.predict({"input": "b1"}).status_code == 200
     assert runtime.predict({"input": "b2"}).status_code == 200
-    assert runtime.predict({"input": "b3"}).status_code == 200  # 0.28 spent < 0.3: allowed, now 0.42
+    assert runtime.predict({"input": "b3"}).status_code == 200
     calls = fake_lm.calls
+    # 0.42 spent is below the limit, but a call that may cost 0.28 no longer fits in it
+    # (the check-then-charge budget let it through and ended at 0.56).
     refused = runtime.predict({"input": "b4"})
     assert refused.status_code == 429
     error = refused.json()["error"]
@@ -157,15 +170,30 @@ def test_spent_budget_gives_429_and_no_more_lm_calls(start_runtime, fake_lm, red
     assert fake_lm.calls == calls
     # Cached answers cost nothing and are still served.
     assert runtime.predict({"input": "b1"}).status_code == 200
-    assert runtime.client.get("/costs").json()["budget"]["exhausted"] is True
+    budget = runtime.client.get("/costs").json()["budget"]
+    assert budget["exhausted"] is True
+    assert budget["spent_today_usd"] == pytest.approx(0.42) and budget["reserved_usd"] == 0
 
 
 def test_budget_is_shared_across_replicas_through_redis(start_runtime, fake_lm, redis_url):
-    first = start_runtime(daily_budget_usd=0.2, redis_url=redis_url)
-    second = start_runtime(daily_budget_usd=0.2, redis_url=redis_url)
+    first = budget_runtime(start_runtime, 0.45, redis_url=redis_url)
+    second = budget_runtime(start_runtime, 0.45, redis_url=redis_url)
     assert first.predict({"input": "spend here"}).status_code == 200
-    assert first.predict({"input": "and here"}).status_code == 200  # 0.28 >= 0.2 across replicas
-    assert second.predict({"input": "new question on the other replica"}).status_code == 429
+    assert first.predict({"input": "and here"}).status_code == 200  # 0.14 + 0.28 reserved <= 0.45
+    assert second.predict({"input": "new question on the other replica"}).status_code == 429  # 0.28 + 0.28
+
+
+def test_the_reservation_counts_the_prompt_tokens(start_runtime, fake_lm):
+    """With the prompt priced (the fixtures' 1000 USD per million), a long question reserves more
+    than a short one: a budget with room for a short question's worst case refuses a long one
+    before any LM call (the check-then-charge budget called the LM, 0 being below the limit)."""
+    runtime = start_runtime(daily_budget_usd=1.0, lm_max_tokens=20)
+    # About 140 prompt tokens: 2 calls x (0.14 + 20 x 0.002) = 0.36 reserved.
+    assert runtime.predict({"input": "short"}).status_code == 200
+    # About 700 prompt tokens: 2 x (0.7 + 0.04) = 1.48 > 1.0 - 0.14.
+    long = runtime.predict({"input": "why is the sky blue? " * 120})
+    assert long.status_code == 429 and long.json()["error"]["type"] == "budget_exhausted"
+    assert fake_lm.calls == 1
 
 
 def test_slow_lm_times_out_with_504_after_retries(start_runtime, fake_lm):

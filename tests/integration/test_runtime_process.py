@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -65,6 +66,58 @@ def test_api_key_never_appears_in_output_or_responses(spawn_runtime, fake_lm, te
     for field in ("request_id", "variant", "model", "cached", "cache_level", "latency_ms", "input_tokens", "output_tokens", "cost_usd", "status"):
         assert field in ok, field
     assert "hello" not in json.dumps(ok)  # raw inputs are not logged by default
+
+
+def spellings(secret: str) -> set[str]:
+    """How a secret could show in output: as is, percent-encoded or decoded, JSON-escaped."""
+    forms = {secret, quote(secret, safe=""), unquote(secret)}
+    return forms | {json.dumps(form)[1:-1] for form in forms}
+
+
+def test_every_secret_the_process_holds_is_redacted_from_all_its_output(spawn_runtime, fake_lm, password_redis,
+                                                                         test_api_key, tmp_path):
+    """A runtime holding every kind of secret (the primary's, a variant's, a fallback's and a
+    provider's keys, a key a routing table names by another variable, the Redis password inside
+    REDIS_URL and beside it), logging at DEBUG with LOG_INPUTS on, is sent each secret as input,
+    calls a variant's key, meets an LM error and a bad request, and stops: its stdout and stderr
+    hold none of them in any spelling. (Before, only LM_API_KEY, OPENAI_API_KEY, the fallbacks'
+    keys and the whole REDIS_URL were redacted.)"""
+    table = tmp_path / "routing.json"
+    table.write_text(json.dumps({"variants": [
+        {"name": "baseline", "weight": 100},
+        {"name": "canary", "weight": 0, "lm": {"apiKeyEnv": "CANARY_LM"}},
+    ]}))
+    secrets = {
+        "LM_API_KEY": test_api_key,
+        "LM_API_KEY_CANARY": "sk-variant-canary-NEVER-IN-OUTPUT",
+        "CANARY_LM": "sk-named-by-apiKeyEnv-NEVER-IN-OUTPUT",
+        "OPENAI_API_KEY": "sk-openai-NEVER-IN-OUTPUT",
+        "ANTHROPIC_API_KEY": 'sk-ant-with\\back"slash-NEVER-IN-OUTPUT',
+        "LM_FALLBACK_API_KEY_0": "sk-fallback-NEVER-IN-OUTPUT",
+        "REDIS_PASSWORD": password_redis.password,
+    }
+    redis_url = f"redis://:{quote(password_redis.password, safe='')}@127.0.0.1:{password_redis.port}/0"
+    process = spawn_runtime(
+        LOG_LEVEL="DEBUG", LOG_INPUTS="true", ROUTING_PATH=str(table), REDIS_URL=redis_url,
+        LM_FALLBACK_MODELS="openai/fake-fallback", **secrets,
+    )
+    process.wait_ready()
+    with httpx.Client(base_url=process.url, timeout=60) as client:
+        assert client.get("/health").json()["components"]["redis"] == "ok", "the password in REDIS_URL works"
+        for secret in (*secrets.values(), redis_url):
+            for form in spellings(secret):
+                assert client.post("/v1/predict", json={"input": f"my key is {form}"}).status_code == 200
+        assert client.post("/v1/predict", json={"input": "canary", "variant": "canary"}).status_code == 200
+        client.post("/v1/predict", content=b"{broken")
+        fake_lm.configure(failure_rate=1.0, failure_status=401)
+        assert client.post("/v1/predict", json={"input": "unauthorized"}).status_code >= 500
+    process.process.send_signal(signal.SIGTERM)
+    assert process.wait() == 0
+    output = process.output()
+    assert '"inputs"' in output and "***" in output, "the inputs were logged, redacted"
+    leaks = {name: form for name, secret in {**secrets, "REDIS_URL": redis_url}.items()
+             for form in spellings(secret) if form in output}
+    assert leaks == {}
 
 
 def test_unknown_module_is_a_clear_startup_error(spawn_runtime):

@@ -220,11 +220,19 @@ def test_the_shadow_cap_holds_and_the_budget_counts_shadow_spend(start_runtime, 
 
 def test_shadow_calls_stop_while_the_live_budget_still_has_their_allowance_left(
         start_runtime, fake_lm, redis_url, tmp_path, poll):
-    policy = {"samplePercent": 100, "maxDailyUsd": 0.5}
-    runtime = start_runtime(routing_path=write_table(tmp_path, "budget", policy=policy),
-                            **fleet(redis_url, daily_budget_usd=1.0))
-    # (live, shadow) spend before each check: (0.14, 0) (0.28, 0.14) (0.42, 0.28): the budget left is
-    # more than the 0.5 - shadow the shadow may still spend; then (0.56, 0.42): 0.02 left < 0.08.
+    # Completion tokens only, 20 of them at most: every call costs 0.14 and reserves 2 x 0.14 (its
+    # worst case, whatever the prompt), so the arithmetic below does not hang on a tokenizer.
+    completion_priced = {"promptPerMillion": 0, "completionPerMillion": 7000}
+    variants = [{"name": "baseline", "weight": 100},
+                shadow_variant(lm={"model": SHADOW_MODEL, "pricing": completion_priced})]
+    table = write_table(tmp_path, "budget", policy={"samplePercent": 100, "maxDailyUsd": 0.75},
+                        revisions=[{"name": REV, "weight": 100, "variants": variants}])
+    runtime = start_runtime(routing_path=table, lm_max_tokens=20,
+                            lm_pricing=json.dumps({"openai/fake-model": completion_priced}),
+                            **fleet(redis_url, daily_budget_usd=1.3))
+    # (live, shadow) spend before each copy's check: (0.14, 0) (0.28, 0.14) (0.42, 0.28): the budget
+    # left is more than the 0.75 - shadow the shadow may still spend; then (0.56, 0.42): 0.32 left
+    # < 0.33, and (0.70, 0.42). Each live call fits with its 0.28 reserved (the last: 0.98 + 0.28).
     assert one_by_one(runtime, 5, poll) == [200] * 5
     assert shadow_outcomes(runtime) == {"agree": 3, "disagree": 0, "error": 0,
                                         "dropped_busy": 0, "dropped_cap": 0, "dropped_budget": 2}

@@ -78,7 +78,12 @@ def runtime_env(owner: Owner) -> list[Obj]:
         ("RATE_LIMIT_RPS", rate.get("requestsPerSecond")),
         ("RATE_LIMIT_BURST", rate.get("burst")),
         ("RATE_LIMIT_KEY_HEADER", rate.get("keyHeader")),
+        ("RATE_LIMIT_TOTAL_RPS", rate.get("totalRequestsPerSecond")),
+        ("RATE_LIMIT_TOTAL_BURST", rate.get("totalBurst")),
+        # `pod` is the runtime's default: omitted, so existing resources keep their pod template.
+        ("RATE_LIMIT_SCOPE", "global" if rate.get("scope") == "global" else None),
         ("DAILY_BUDGET_USD", budget.get("dailyUsd")),
+        ("RUNTIME_REPLICAS", runtime_replicas(owner)),
     ]
     env.extend(_env(name, value) for name, value in optional if value is not None)
     if cache.get("adminTokenSecretRef"):
@@ -97,6 +102,21 @@ def runtime_env(owner: Owner) -> list[Obj]:
     if owner.redis_mode != "Disabled":
         env.append(_env("ROUTING_REDIS_KEY", api.routing_redis_key(owner.namespace, owner.name)))
     return _with_user_env(env, section(spec, "runtime").get("env") or [])
+
+
+def runtime_replicas(owner: Owner) -> int | None:
+    """`RUNTIME_REPLICAS`, the most runtime pods serving at once: autoscaling.maxReplicas (the HPA
+    moves the count below it, and a pod cannot follow: the env is the pod template), else
+    replicas. Pods divide the fleet's limits by it while they cannot share them (Redis down for
+    the global rate limit and the budget, Redis Disabled for the budget), so the fleet stays
+    within them. Rendered only for a global rate limit or a budget: elsewhere it would only
+    roll the pods at every `kubectl scale`. A blue/green switch briefly runs both colors; the
+    preview takes no user traffic, so the count is the active color's."""
+    if section(owner.spec, "rateLimit").get("scope") != "global" and not section(owner.spec, "budget").get("dailyUsd"):
+        return None
+    scaling = owner.spec.get("autoscaling")
+    count = scaling.get("maxReplicas") if scaling else owner.spec.get("replicas")
+    return max(1, int(count if count is not None else 1))
 
 
 def _fallback_env(lm: Mapping[str, Any]) -> list[Obj]:
@@ -371,6 +391,24 @@ def redis_secret(owner: Owner, password: str) -> Obj:
     }
 
 
+def redis_server_args(max_memory_mb: int) -> list[str]:
+    """How the managed Redis keeps what must outlive it while it stays a bounded cache.
+
+    * `volatile-lru`: under memory pressure only keys with a TTL are evicted. Every cache entry,
+      window bucket, report and rate-limit bucket has one; the budget's spend and reservations
+      and the routing tables have none, so eviction takes cache entries and never the day's
+      spend (`allkeys-lru` could take any key, the budget's included).
+    * An append-only file, fsynced every second, in the pod's `/data` volume: Redis killed or
+      crashed comes back with what it had (the container restarts in the same pod and the
+      emptyDir survives). A replaced pod starts empty; the runtime pods then write back the
+      spend they saw (`resilience/budget.py`). No RDB snapshots: the AOF is the one copy.
+    """
+    return [
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+        "--maxmemory", f"{max_memory_mb}mb", "--maxmemory-policy", "volatile-lru",
+    ]
+
+
 def redis_children(owner: Owner, settings: OperatorSettings, redis_secret_uid: str | None) -> list[Obj]:
     """Deployment, Service and NetworkPolicy of the managed Redis (the Secret is separate)."""
     name = api.redis_name(owner.name)
@@ -381,12 +419,7 @@ def redis_children(owner: Owner, settings: OperatorSettings, redis_secret_uid: s
         "name": "redis",
         "image": managed.get("image") or settings.redis_image,
         "imagePullPolicy": "IfNotPresent",
-        # A cache: no persistence, bounded memory, least-recently-used eviction.
-        "args": [
-            "--requirepass", "$(REDIS_PASSWORD)",
-            "--save", "", "--appendonly", "no",
-            "--maxmemory", f"{max_memory}mb", "--maxmemory-policy", "allkeys-lru",
-        ],
+        "args": ["--requirepass", "$(REDIS_PASSWORD)", *redis_server_args(max_memory)],
         "env": [_secret_env("REDIS_PASSWORD", {"name": name, "key": api.REDIS_PASSWORD_KEY})],
         "ports": [{"name": "redis", "containerPort": api.REDIS_PORT, "protocol": "TCP"}],
         "resources": dict(managed.get("resources") or _redis_resources(max_memory)),

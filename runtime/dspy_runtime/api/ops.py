@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..errors import NotReady, server_error_types
 from ..resilience import BreakerState
+from ..resilience.global_ratelimit import FALLBACK
 from .deps import MaybeRuntimeDep, RuntimeDep
 from .responses import JSON
 from .schemas import ConfigResponse, CostsResponse, HealthResponse, ReadyResponse, documented
@@ -33,9 +34,11 @@ async def health(runtime: MaybeRuntimeDep) -> JSON:
     breakers = {model: state.value for model, state in runtime.breakers.states().items()}
     components["breakers"] = breakers
     components["budget_store"] = "ok" if runtime.budget.healthy else "down"
+    components["rate_limit"] = runtime.limiter.mode
     degraded = (
         components.get("redis") == "down"
         or components["budget_store"] == "down"
+        or components["rate_limit"] == FALLBACK
         or any(state != BreakerState.CLOSED.value for state in breakers.values())
     )
     return JSON({"status": "degraded" if degraded else "ok", "components": components})
@@ -74,7 +77,8 @@ async def costs(runtime: RuntimeDep) -> JSON:
     snapshot["budget"] = {
         "daily_usd": budget.daily_usd,
         "spent_today_usd": round(spent, 9),
-        "exhausted": budget.daily_usd is not None and spent >= budget.daily_usd,
+        "reserved_usd": round(budget.reserved_today, 9),
+        "exhausted": budget.daily_usd is not None and (spent >= budget.daily_usd or budget.refusing),
     }
     shadow = runtime.service.shadow
     snapshot["shadow"] = {

@@ -261,6 +261,44 @@ def test_managed_redis(body):
     }]
 
 
+def test_managed_redis_persists_and_evicts_only_keys_that_expire(body):
+    redis = container(build(body({"redis": {"mode": "Managed", "managed": {"maxMemoryMegabytes": 64}}})), "qa-redis")
+    args = redis["args"]
+    flags = dict(zip(args[2::2], args[3::2], strict=True))
+    # Cache entries carry TTLs, the budget's keys none: volatile-lru evicts the former only.
+    assert flags["--maxmemory-policy"] == "volatile-lru" and flags["--maxmemory"] == "64mb"
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert {"name": "data", "mountPath": "/data"} in redis["volumeMounts"], "the AOF lives in the pod's volume"
+
+
+def test_rate_limit_scope_totals_and_replicas_env(body):
+    env = env_of(build(body({
+        "replicas": 3,
+        "rateLimit": {"requestsPerSecond": 5, "keyHeader": "X-API-Key", "totalRequestsPerSecond": 40,
+                      "totalBurst": 80, "scope": "global"},
+    })))
+    values = {name: entry.get("value") for name, entry in env.items()}
+    assert values["RATE_LIMIT_SCOPE"] == "global"
+    assert values["RATE_LIMIT_TOTAL_RPS"] == "40" and values["RATE_LIMIT_TOTAL_BURST"] == "80"
+    assert values["RUNTIME_REPLICAS"] == "3", "without autoscaling: replicas"
+    scaled = env_of(build(body({
+        "replicas": 3, "budget": {"dailyUsd": 5},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 12},
+        "runtime": {"resources": {"requests": {"cpu": "250m"}}},
+    })))
+    assert scaled["RUNTIME_REPLICAS"]["value"] == "12", "with autoscaling: the most the HPA may run"
+    assert env_of(build(body({"replicas": 0, "budget": {"dailyUsd": 5}})))["RUNTIME_REPLICAS"]["value"] == "1"
+
+
+def test_pod_scope_and_no_fleet_limit_leave_the_env_and_the_pods_alone(body):
+    """`pod` is the runtime's default, and without a global limit or a budget no replica count is
+    rendered: a `kubectl scale` must not roll the pods."""
+    plain = build(body({"rateLimit": {"requestsPerSecond": 5}}))
+    env = env_of(build(body({"rateLimit": {"requestsPerSecond": 5, "scope": "pod"}})))
+    assert "RATE_LIMIT_SCOPE" not in env and "RUNTIME_REPLICAS" not in env
+    assert template_hash(build(body({"replicas": 7, "rateLimit": {"requestsPerSecond": 5}}))) == template_hash(plain)
+
+
 def test_a_new_redis_password_secret_restarts_redis_and_the_runtime(body):
     first, second = build(body(), secret_uid="uid-a"), build(body(), secret_uid="uid-b")
     assert template_hash(first, "qa-redis") != template_hash(second, "qa-redis")

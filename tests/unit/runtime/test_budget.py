@@ -1,4 +1,3 @@
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -47,50 +46,6 @@ async def test_zero_and_negative_spend_change_nothing() -> None:
     assert await budget.spend(-1.0) == pytest.approx(0.5)
 
 
-class CountingRedis:
-    """Just enough of ``redis.asyncio.Redis`` for budget writes; counts the transactions."""
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.transactions = 0
-
-    def pipeline(self, transaction: bool) -> "CountingRedis._Pipeline":
-        return CountingRedis._Pipeline(self)
-
-    class _Pipeline:
-        def __init__(self, redis: "CountingRedis") -> None:
-            self._redis = redis
-            self._amount = 0.0
-
-        async def __aenter__(self) -> "CountingRedis._Pipeline":
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        def incrbyfloat(self, key: str, amount: float) -> None:
-            self._amount = amount
-
-        def expire(self, key: str, seconds: int) -> None:
-            return None
-
-        async def execute(self) -> list[object]:
-            await asyncio.sleep(0)  # a round trip: other spends run meanwhile
-            self._redis.transactions += 1
-            self._redis.value += self._amount
-            return [self._redis.value, True]
-
-
-async def test_concurrent_spends_share_writes_and_all_land_in_redis() -> None:
-    redis = CountingRedis()
-    budget = Budget(1.0, redis, now=Today())  # type: ignore[arg-type]
-    await asyncio.gather(*(budget.spend(0.01) for _ in range(100)))
-    # The first write carries its own spend; the second, everything that arrived meanwhile.
-    assert redis.transactions == 2
-    assert redis.value == pytest.approx(1.0)
-    assert await budget.spend(0.0) == pytest.approx(1.0)
-
-
 async def test_the_budget_metrics_export_the_limit_and_todays_known_spend() -> None:
     from dspy_runtime.metrics import Metrics
 
@@ -107,3 +62,37 @@ async def test_the_budget_metrics_export_the_limit_and_todays_known_spend() -> N
     unlimited = Metrics()
     unlimited.watch_budget(Budget(None, None))
     assert unlimited.registry.get_sample_value("dspy_budget_daily_usd") == 0.0
+
+
+async def test_a_reservation_is_admitted_only_while_spent_plus_held_plus_it_fit() -> None:
+    budget = Budget(1.0, None, now=Today())
+    first, second = await budget.reserve(0.4, 60), await budget.reserve(0.4, 60)
+    assert first is not None and second is not None
+    assert await budget.reserve(0.4, 60) is None, "0.8 held + 0.4 > 1.0, though nothing is spent yet"
+    assert budget.refusing and await budget.exhausted()
+    assert budget.reserved_today == pytest.approx(0.8)
+    await budget.settle(first, 0.1)  # the call cost less than its worst case: the rest is free again
+    assert budget.reserved_today == pytest.approx(0.4)
+    assert await budget.reserve(0.4, 60) is not None  # 0.1 + 0.4 + 0.4 <= 1.0
+    assert not budget.refusing
+    await budget.settle(second, 0.0)  # failed calls release their hold and cost nothing
+    assert await budget.spent_today() == pytest.approx(0.1)
+
+
+async def test_an_unlimited_budget_holds_nothing_and_still_counts_spend() -> None:
+    budget = Budget(None, None, now=Today())
+    hold = await budget.reserve(1e9, 60)
+    assert hold is not None and hold.usd == 0.0
+    assert await budget.settle(hold, 2.5) == pytest.approx(2.5)
+    assert budget.reserved_today == 0.0 and not await budget.exhausted()
+
+
+async def test_without_a_shared_counter_each_replica_spends_its_share() -> None:
+    """Three replicas, no Redis: each reserves out of a third of the limit, so together they stay
+    within it (each alone used to count the whole limit, three times it for the fleet)."""
+    budget = Budget(0.9, None, now=Today(), replicas=3)
+    hold = await budget.reserve(0.2, 60)
+    assert hold is not None
+    await budget.settle(hold, 0.2)
+    assert await budget.reserve(0.2, 60) is None, "0.2 + 0.2 > 0.3, this replica's share"
+    assert await budget.reserve(0.05, 60) is not None

@@ -180,3 +180,20 @@ def test_inputs_nest_at_most_max_input_depth_levels():
         program.validate_inputs(None, ["a", {"b": 1}, _nested(MAX_INPUT_DEPTH)])
     # The bound is below what the cache key's encoder can take, so both paths refuse alike.
     cache_key("v", "m", "default", {"question": _nested(MAX_INPUT_DEPTH)})
+
+
+def test_the_prompt_estimate_counts_inputs_instructions_and_demos(tmp_path):
+    """What the budget reserves for the prompt: the formatted prompt's tokens, so longer inputs
+    and a saved program's demos cost more; two LM calls a predictor (the JSON retry)."""
+    plain = load_program(ProgramSpec("question -> answer", "Predict"))
+    short = plain.prompt_tokens({"question": "hi"}, "openai/gpt-4o-mini")
+    long = plain.prompt_tokens({"question": "hi " * 500}, "openai/gpt-4o-mini")
+    assert 20 < short < long and long - short >= 400
+    demos = tmp_path / "demos.json"
+    saved = plain.module.dump_state()
+    saved["demos"] = [{"question": f"example question {i} " * 20, "answer": "an answer"} for i in range(3)]
+    demos.write_text(json.dumps(saved))
+    with_demos = load_program(ProgramSpec("question -> answer", "Predict", demos))
+    assert with_demos.prompt_tokens({"question": "hi"}, "openai/gpt-4o-mini") > short + 150
+    assert plain.max_lm_calls == 2
+    assert load_program(ProgramSpec("question -> answer", "ChainOfThought")).max_lm_calls == 2

@@ -51,3 +51,32 @@ def test_zero_rate_disables_limiting() -> None:
 def test_a_burst_below_one_still_admits_requests() -> None:
     limiter = RateLimiter(rate=1, burst=0, clock=ManualClock())
     assert limiter.acquire() == 0.0
+
+
+def test_a_client_inventing_a_key_per_request_meets_the_overall_bucket() -> None:
+    """Per-key buckets alone admitted 200 of 200 requests that each carried a new key."""
+    clock = ManualClock()
+    limiter = RateLimiter(rate=1, burst=2, clock=clock, total_rate=5, total_burst=10)
+    admitted = sum(limiter.acquire(f"invented-{i}") == 0.0 for i in range(200))
+    assert admitted == 10, "the overall burst"
+    assert limiter.acquire("a-real-client") == pytest.approx(0.2), "the overall bucket's wait"
+    clock.advance(1.0)
+    assert sum(limiter.acquire(f"more-{i}") == 0.0 for i in range(200)) == 5, "then the overall rate"
+
+
+def test_keys_refused_by_the_overall_bucket_are_not_remembered() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(rate=0.1, burst=1, clock=clock, max_keys=2, total_rate=10, total_burst=2)
+    limiter.acquire("alice")
+    limiter.acquire("bob")
+    for i in range(100):
+        assert limiter.acquire(f"flood-{i}") > 0
+    clock.advance(1.0)  # the overall bucket is full again; alice's and bob's are not
+    # The flood evicted neither: both are still in debt (a forgotten key would start full).
+    assert limiter.acquire("alice") > 0 and limiter.acquire("bob") > 0
+
+
+def test_an_overall_bucket_never_admits_more_than_a_keys_own_bucket() -> None:
+    limiter = RateLimiter(rate=1, burst=1, clock=ManualClock(), total_rate=100, total_burst=100)
+    assert limiter.acquire("alice") == 0.0
+    assert limiter.acquire("alice") == pytest.approx(1.0)

@@ -14,6 +14,8 @@ ENV_NAMES = (
     "OPENAI_API_KEY", "LM_API_KEY", "LM_MODEL", "LM_FALLBACK_MODELS", "LM_PRICING", "REDIS_URL",
     "DSPY_MODULE", "DSPY_SIGNATURE", "PROGRAM_PATH", "ROUTING_PATH", "DAILY_BUDGET_USD", "PORT", "LOG_LEVEL",
     "LM_API_BASE", "ROUTING_REDIS_KEY", "DSPY_RESOURCE", "WINDOW_FLUSH_SECS", "HOSTNAME", "POD_NAME",
+    "RATE_LIMIT_RPS", "RATE_LIMIT_BURST", "RATE_LIMIT_KEY_HEADER", "RATE_LIMIT_TOTAL_RPS", "RATE_LIMIT_TOTAL_BURST",
+    "RATE_LIMIT_SCOPE", "RUNTIME_REPLICAS",
     "MAX_BATCH_ITEMS", "BATCH_CONCURRENCY",
 )  # fmt: skip
 
@@ -76,6 +78,11 @@ def test_lm_api_key_falls_back_to_openai_api_key(monkeypatch):
         ("LM_PRICING", '{"m": {"promptPerMillion": -1, "completionPerMillion": 1}}', "LM_PRICING"),
         ("PROGRAM_PATH", "/does/not/exist.json", "is not a readable file"),
         ("LM_MODEL", "  ", "LM_MODEL"),
+        ("RATE_LIMIT_SCOPE", "cluster", "RATE_LIMIT_SCOPE"),
+        ("RATE_LIMIT_SCOPE", "global", "RATE_LIMIT_SCOPE is global, but REDIS_URL is not set"),
+        ("RATE_LIMIT_TOTAL_RPS", "-1", "RATE_LIMIT_TOTAL_RPS"),
+        ("RATE_LIMIT_TOTAL_BURST", "0", "RATE_LIMIT_TOTAL_BURST"),
+        ("RUNTIME_REPLICAS", "0", "RUNTIME_REPLICAS"),
         ("MAX_BATCH_ITEMS", "0", "MAX_BATCH_ITEMS"),
         ("BATCH_CONCURRENCY", "many", "BATCH_CONCURRENCY"),
         ("HEADER_TIMEOUT_SECS", "0", "HEADER_TIMEOUT_SECS"),
@@ -115,6 +122,23 @@ def test_well_formed_redis_urls_are_accepted(monkeypatch):
     for url in ("redis://redis:6379/0", "rediss://:pw@redis.example:6380/1?socket_timeout=2", "unix:///run/redis.sock"):
         monkeypatch.setenv("REDIS_URL", url)
         assert get_settings().redis_url.get_secret_value() == url
+
+
+def test_the_overall_rate_limit_stands_behind_keyed_buckets(monkeypatch):
+    monkeypatch.setenv("RATE_LIMIT_RPS", "2")
+    monkeypatch.setenv("RATE_LIMIT_BURST", "3")
+    assert get_settings().effective_rate_limit_total == (0.0, 1), "unkeyed: the one bucket is the overall one"
+    monkeypatch.setenv("RATE_LIMIT_KEY_HEADER", "X-API-Key")
+    assert get_settings().effective_rate_limit_total == (20.0, 30), "ten keys' rate and burst by default"
+    monkeypatch.setenv("RATE_LIMIT_TOTAL_RPS", "7.5")
+    assert get_settings().effective_rate_limit_total == (7.5, 8)
+    monkeypatch.setenv("RATE_LIMIT_TOTAL_BURST", "50")
+    monkeypatch.setenv("RATE_LIMIT_SCOPE", " Global ")
+    monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("RUNTIME_REPLICAS", "4")
+    s = get_settings()
+    assert s.effective_rate_limit_total == (7.5, 50)
+    assert (s.rate_limit_scope, s.runtime_replicas) == ("global", 4)
 
 
 def test_fallback_must_not_repeat_the_primary(monkeypatch):
