@@ -126,6 +126,10 @@ class RuntimeSettings(BaseSettings):
 
     # Cache
     cache_enabled: bool = True
+    allow_cache_bypass: bool = False
+    """Whether a request may send ``use_cache: false`` (an LM call the cache would have saved); else 403."""
+    allow_pinning: bool = False
+    """Whether a request may pick its ``revision`` or ``variant`` (say the costliest); else 403."""
     redis_url: SecretStr | None = None
     """A Redis URL may carry a password, hence secret; ``/config`` shows it redacted."""
     memory_cache_size: int = Field(10_000, ge=0)

@@ -162,6 +162,10 @@ def runtime_settings(fake: FakeLMServer, **overrides: Any) -> Any:
         "lm_pricing": FAKE_PRICING,
         "lm_retry_base_delay_secs": 0.0,
         "lm_retry_max_delay_secs": 0.0,
+        # The routing and cache tests pin variants and skip the cache; test_pinning_and_bypass.py
+        # checks that both are refused by default.
+        "allow_pinning": True,
+        "allow_cache_bypass": True,
         "redis_url": None,
     }
     values.update(overrides)
@@ -240,6 +244,8 @@ def _spawner(fake: FakeLMServer, home: Path) -> Iterator[Callable[..., RuntimePr
             "LM_API_BASE": fake.api_base,
             "LM_API_KEY": TEST_API_KEY,
             "LM_PRICING": FAKE_PRICING,
+            "ALLOW_PINNING": "true",
+            "ALLOW_CACHE_BYPASS": "true",
             **env,
         }
         process = RuntimeProcess(full, home)

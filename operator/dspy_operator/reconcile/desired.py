@@ -65,6 +65,9 @@ def runtime_env(owner: Owner) -> list[Obj]:
     ]
     optional: list[tuple[str, Any]] = [
         ("CACHE_ENABLED", cache.get("enabled")),
+        # Off is the runtime's default too: rendered only when on, so existing pods keep their template.
+        ("ALLOW_CACHE_BYPASS", True if cache.get("allowBypass") else None),
+        ("ALLOW_PINNING", True if section(spec, "routing").get("allowPinning") else None),
         ("MEMORY_CACHE_SIZE", section(cache, "memory").get("maxEntries")),
         ("MEMORY_CACHE_TTL_SECS", section(cache, "memory").get("ttlSeconds")),
         ("REDIS_CACHE_TTL_SECS", section(cache, "redis").get("ttlSeconds")),

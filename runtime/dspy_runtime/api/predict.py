@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 
+from ..errors import Forbidden
 from ..logs import request_id_var
 from ..service import PredictCall
 from ..state import Runtime
@@ -52,7 +53,8 @@ def add_route(app: FastAPI) -> None:
         route_class_override=RequestRoute,
         methods=["POST"],
         summary="Run the program on one set of inputs; with stream: true, as server-sent events",
-        responses=documented({"model": PredictResponse, "content": stream.openapi_content()}, *WITH_A_BODY, 429, 502, 504),
+        responses=documented({"model": PredictResponse, "content": stream.openapi_content()},
+                             *WITH_A_BODY, 403, 429, 502, 504),
         # The route reads the body itself (see RequestContextMiddleware), so the schema is declared here.
         openapi_extra={
             "requestBody": {
@@ -83,9 +85,17 @@ def predict_call(
     runtime: Runtime, request: Request, body: PredictRequest, request_id: str, log: dict[str, Any]
 ) -> PredictCall:
     """The service call for one predict body (a request's, or a batch item's); the routing and
-    rate-limit keys come from the request's headers."""
+    rate-limit keys come from the request's headers. Pinning and cache bypass are the caller's
+    only if the deployment allows them: both let any client force LM spend."""
+    settings = runtime.settings
+    if (body.revision is not None or body.variant is not None) and not settings.allow_pinning:
+        raise Forbidden("revision, variant: choosing them per request is off for this deployment "
+                        "(spec.routing.allowPinning, ALLOW_PINNING)")
+    if not body.use_cache and not settings.allow_cache_bypass:
+        raise Forbidden("use_cache: skipping the cache is off for this deployment (spec.cache.allowBypass, "
+                        "ALLOW_CACHE_BYPASS)")
     sticky_header = runtime.router.sticky_header
-    key_header = runtime.settings.rate_limit_key_header
+    key_header = settings.rate_limit_key_header
     return PredictCall(
         request_id=request_id,
         inputs=body.inputs,

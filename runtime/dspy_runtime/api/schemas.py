@@ -127,7 +127,7 @@ class ConfigResponse(_Body):
 ERROR_STATUSES: dict[int, str] = {
     400: "Malformed: the body is not JSON, an invalid Content-Length, or unparsable HTTP.",
     401: "No or malformed credentials.",
-    403: "Credentials not accepted.",
+    403: "Credentials not accepted, or a choice the deployment does not allow (pinning, cache bypass).",
     404: "Not found, or an endpoint its setting turns off (disabled: DELETE /v1/cache without CACHE_ADMIN_TOKEN).",
     408: "The request head did not arrive in HEADER_TIMEOUT_SECS, or its body in BODY_TIMEOUT_SECS.",
     413: "The body is over MAX_BODY_BYTES (refused before it is read whole).",

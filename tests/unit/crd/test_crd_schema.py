@@ -357,6 +357,8 @@ DOCUMENTED_DEFAULTS = {
     "spec.revisionHistoryLimit": 10,
     "spec.cache": {},
     "spec.cache.enabled": True,
+    "spec.cache.allowBypass": False,
+    "spec.routing.allowPinning": False,
     "spec.cache.memory": {},
     "spec.cache.redis": {},
     "spec.cache.memory.maxEntries": 10000,
@@ -431,6 +433,7 @@ def test_sections_with_nested_defaults_exist_by_default() -> None:
         "shadow": {"samplePercent": 10, "maxConcurrent": 4},
         "cache": {
             "enabled": True,
+            "allowBypass": False,
             "memory": {"maxEntries": 10000, "ttlSeconds": 300},
             "redis": {"ttlSeconds": 3600, "jitterSeconds": 300},
         },

@@ -395,3 +395,14 @@ def test_services_select_their_color_and_the_hpa_scales_the_active_one(body):
     assert children["PodDisruptionBudget/qa"]["spec"]["selector"]["matchLabels"] == api.pod_selector("qa", "runtime")
     single = {child["kind"]: child for child in desired.serving_children(owner, api.SINGLE, None, api.SINGLE)}
     assert api.LABEL_COLOR not in single["Service"]["spec"]["selector"], "every runtime pod, whatever its color"
+
+
+def test_pinning_and_cache_bypass_reach_the_pods_only_when_allowed(body):
+    """Off is the default of both the CRD and the runtime: nothing is rendered then, so the pods of
+    existing resources keep their template."""
+    plain = build(body({}))
+    off = build(body({"routing": {"allowPinning": False}, "cache": {"allowBypass": False}}))
+    assert "ALLOW_PINNING" not in env_of(off) and "ALLOW_CACHE_BYPASS" not in env_of(off)
+    assert template_hash(off) == template_hash(plain)
+    on = env_of(build(body({"routing": {"allowPinning": True}, "cache": {"allowBypass": True}})))
+    assert on["ALLOW_PINNING"]["value"] == "true" and on["ALLOW_CACHE_BYPASS"]["value"] == "true"

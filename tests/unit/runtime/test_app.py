@@ -163,7 +163,7 @@ def test_openapi_documents_every_response_body_and_error_status():
             for status in EVERY_REQUEST:
                 assert responses[str(status)]["content"] == {"application/json": {"schema": error}}, (path, status)
     predict = schema["paths"]["/v1/predict"]["post"]["responses"]
-    assert sorted(map(int, predict)) == [200, 400, 408, 413, 415, 422, 429, 431, 500, 502, 503, 504]
+    assert sorted(map(int, predict)) == [200, 400, 403, 408, 413, 415, 422, 429, 431, 500, 502, 503, 504]
     assert set(schema["components"]["schemas"]["PredictResponse"]["required"]) == {
         "request_id", "model", "revision", "variant", "outputs", "output", "metadata",
     }
