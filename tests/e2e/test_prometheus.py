@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from monitoring import dashboard_exprs, metric_names, rule_exprs
-from resources import TIMEOUT, Traffic, api_key_secret, apply_yaml, canary, condition, patch_spec, redis_secret, status, wait_phase
+from resources import (
+    MODEL, TIMEOUT, Traffic, api_key_secret, apply_yaml, canary, condition, patch_spec, redis_secret, status, wait_phase,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -40,7 +42,9 @@ def test_prometheus_judges_canaries_and_has_every_dashboard_and_alert_series(
     })
 
     with Traffic(pods).running():
-        patch_spec(cluster, namespace, "qa", {"lm": {"apiBase": flaky_lm.api_base}})
+        # Another model name: the runtime's breakers are per model, so a failing canary of the same
+        # model would also open the stable revision's breaker (a known limit, see the README).
+        patch_spec(cluster, namespace, "qa", {"lm": {"apiBase": flaky_lm.api_base, "model": "openai/fake-flaky"}})
         aborted = wait_until(lambda: (s := status(cluster, namespace)).get("abortedRevision") and s,
                              "the failing canary to be aborted", timeout=TIMEOUT)
         judged = aborted["lastAnalysis"]
@@ -51,7 +55,7 @@ def test_prometheus_judges_canaries_and_has_every_dashboard_and_alert_series(
         degraded = condition(wait_phase(cluster, wait_until, namespace, "qa", "Degraded"), "Degraded")
         assert degraded["reason"] == "RolloutAborted" and "errorRate" in degraded["message"]
 
-        patch_spec(cluster, namespace, "qa", {"lm": {"apiBase": fake_lm.api_base, "temperature": 0.5}})
+        patch_spec(cluster, namespace, "qa", {"lm": {"apiBase": fake_lm.api_base, "model": MODEL, "temperature": 0.5}})
         promoted = wait_until(lambda: (s := status(cluster, namespace)).get("stableRevision") not in (stable, None)
                               and not s.get("canaryRevision") and s, "the healthy canary to be promoted", timeout=TIMEOUT)
     judged = promoted["lastAnalysis"]
