@@ -107,3 +107,18 @@ def test_disabled_by_default_no_level_in_responses(start_runtime):
     assert "degradation_level" not in runtime.predict({"input": "plain"}).json()["metadata"]
     assert _degradation(runtime) == "disabled"
     assert runtime.metric("dspy_degradation_level") == 0
+
+
+def test_stale_if_error_without_degradation_and_never_an_invalidated_answer(start_runtime, fake_lm):
+    token = "stale-test-admin-token"
+    runtime = start_runtime(cache_stale_secs=600, cache_admin_token=token, lm_max_retries=0)
+    for question in ("forgotten", "kept"):
+        assert runtime.predict({"input": question}).status_code == 200
+    cleared = runtime.client.request("DELETE", "/v1/cache", json={"input": "forgotten"},
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert cleared.status_code == 200, cleared.text
+    fake_lm.configure(failure_rate=1.0, failure_status=503)
+    assert runtime.predict({"input": "forgotten"}).status_code == 502  # invalidated: not kept stale either
+    stale = runtime.predict({"input": "kept", "use_cache": False})  # skips the fresh entry: the LM fails
+    assert stale.status_code == 200
+    assert stale.json()["metadata"]["stale"] is True and "degradation_level" not in stale.json()["metadata"]

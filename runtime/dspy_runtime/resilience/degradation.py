@@ -39,6 +39,9 @@ LEVEL_NAMES: tuple[str, ...] = ("normal", "cheaper_model", "shorter_answers", "c
 MIN_SAMPLES = 5
 """Computed predictions a window needs before its error rate and p95 are judged: one failure
 out of two is noise, not an outage."""
+EVALUATE_EVERY_SECS = 0.25
+"""The window is read at most this often: under load every miss asks for the level, and reading
+it sorts up to a window's latencies."""
 MAX_LATENCIES_PER_SECOND = 1000
 """Latencies kept per one-second bucket for the p95; more in one second are counted but not timed."""
 
@@ -145,6 +148,7 @@ class Degradation:
         self._clock = clock
         self._ring = [_Second() for _ in range(window_secs)]
         self.current = Level(NORMAL, clock(), STARTED)
+        self._evaluated = -math.inf
 
     def record(self, latency_s: float, *, error: bool) -> None:
         """One computed prediction (its LM path's outcome and latency)."""
@@ -173,8 +177,9 @@ class Degradation:
     def level(self) -> Level:
         """The level now, after applying ``decide``; a change is logged once and restarts the window."""
         now = self._clock()
-        if now - self.current.since < self.thresholds.min_hold_secs:
-            return self.current  # held: not even the window is read
+        if now - self.current.since < self.thresholds.min_hold_secs or now - self._evaluated < EVALUATE_EVERY_SECS:
+            return self.current  # held, or read a moment ago: the window is not read
+        self._evaluated = now
         new = decide(self.signals(), self.current, now, self.thresholds)
         if new is not self.current:
             old, self.current = self.current, new

@@ -8,7 +8,7 @@ import pytest
 
 from dspy_runtime.clock import ManualClock
 from dspy_runtime.resilience.degradation import (
-    CACHE_ONLY, CHEAPER_MODEL, HEALTHY, NORMAL, SHORTER_ANSWERS, STARTED, Degradation, Level, Signals, Thresholds,
+    CACHE_ONLY, CHEAPER_MODEL, EVALUATE_EVERY_SECS, HEALTHY, NORMAL, SHORTER_ANSWERS, STARTED, Degradation, Level, Signals, Thresholds,
     decide,
 )  # fmt: skip
 
@@ -115,6 +115,8 @@ def test_budget_signal_from_the_budget_left():
     clock.advance(10)
     assert d.level().level == NORMAL
     left[0] = 0.05
+    assert d.level().level == NORMAL  # read a moment ago
+    clock.advance(EVALUATE_EVERY_SECS)
     assert d.level().level == CHEAPER_MODEL
     assert d.public()["cause"] == "budget_left_fraction 0.05 (threshold 0.1)"
 
