@@ -36,6 +36,7 @@ from .evaluation import build_evaluator
 from .metrics import Metrics
 from .program import ProgramError, build_lm, disable_dspy_caches
 from .resilience import BreakerRegistry, BreakerState, Budget, GlobalRateLimiter, Limiter, RateLimiter
+from .resilience.degradation import Degradation, Thresholds
 from .routing import Router, RoutingError, fallback_lm_specs
 from .routing_wire import RESYNC_FACTOR, RoutingWire, ServedTableReport
 from .service import Endpoint, PredictionService
@@ -106,6 +107,25 @@ def build_limiter(settings: RuntimeSettings, redis: Redis | None) -> Limiter:
     return RateLimiter(rate, burst, total_rate=total_rate, total_burst=total_burst)
 
 
+def build_degradation(settings: RuntimeSettings, budget: Budget) -> Degradation | None:
+    """The degradation controller of ``DEGRADATION_*``, or None when it is off."""
+    if not settings.degradation_enabled:
+        return None
+    daily = budget.daily_usd
+
+    def budget_left() -> float | None:
+        return max(0.0, 1 - budget.known_today / daily) if daily else None
+
+    thresholds = Thresholds(
+        error_rate=settings.degradation_error_rate,
+        p95_secs=settings.degradation_p95_secs,
+        budget_left_fraction=settings.degradation_budget_left_fraction,
+        min_hold_secs=settings.degradation_min_hold_secs,
+    )
+    return Degradation(thresholds, window_secs=settings.degradation_window_secs,
+                       max_tokens_factor=settings.degradation_max_tokens_factor, budget_left=budget_left)
+
+
 def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> Runtime:
     """Every component of one app. Raises ``StartupError`` for a program or table that cannot be served."""
     disable_dspy_caches()
@@ -134,7 +154,12 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
             if memory is not None and settings.memory_cache_warm_entries > 0:
                 hot = HotKeys(redis.client, names, load=min(settings.memory_cache_warm_entries, settings.memory_cache_size),
                               ttl_seconds=settings.redis_cache_ttl_secs + settings.redis_cache_jitter_secs)
-        cache = TieredCache(memory, redis, metrics, hot)
+        stale = None
+        if memory is not None and settings.cache_stale_secs > 0:
+            fresh = max(settings.memory_cache_ttl_secs, settings.redis_cache_ttl_secs + settings.redis_cache_jitter_secs
+                        if redis is not None else 0)
+            stale = MemoryCache(settings.memory_cache_size, fresh + settings.cache_stale_secs)
+        cache = TieredCache(memory, redis, metrics, hot, stale)
     elif settings.redis_url is not None and (settings.daily_budget_usd or settings.rate_limit_scope == "global"):
         # No answer cache, but the budget (and the shadow's cap) or the rate limit is still shared through Redis.
         redis = RedisCache.from_url(settings.redis_url.get_secret_value(), settings.redis_cache_ttl_secs)
@@ -169,6 +194,9 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
     metrics.watch_budget(budget)
     shadow_spend = Budget(None, shared, key_prefix=SHADOW_SPEND_KEY_PREFIX)
     limiter = build_limiter(settings, shared)
+    degradation = build_degradation(settings, budget)
+    if degradation is not None:
+        metrics.watch_degradation(lambda: degradation.level().level)
 
     # What pods and the operator exchange through the resource's Redis: the routing
     # table's fast wire, the served-table report and the windowed figures.
@@ -195,6 +223,7 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         fallbacks=fallbacks,
         windows=flusher.windows if flusher is not None else None,
         shadow_spend=shadow_spend,
+        degradation=degradation,
     )
     warmup = Warmup(settings, service, router, cache, names, metrics)
     if settings.cache_warmup_path is not None and cache is None:

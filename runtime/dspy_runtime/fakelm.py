@@ -85,6 +85,8 @@ class FakeLMStats:
     models: dict[str, int] = field(default_factory=dict)
     held: int = 0
     """Calls received and waiting for a release right now."""
+    max_tokens: dict[str, int] = field(default_factory=dict)
+    """Each model's last ``max_completion_tokens`` (or ``max_tokens``); absent when a request had none."""
 
 
 class StreamBroken(Exception):
@@ -182,6 +184,9 @@ class FakeLM:
             return _json({"error": {"message": "expected a JSON body with messages", "type": "invalid_request_error"}}, 400)
         self.stats.calls += 1
         self.stats.models[model] = self.stats.models.get(model, 0) + 1
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))  # DSPy 3.4 sends the first
+        if isinstance(limit, int):
+            self.stats.max_tokens[model] = limit
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if model in self.config.hold_models:

@@ -13,7 +13,7 @@ The request path uses pre-bound label children (``bound``, ``cache_op``), becaus
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from types import MappingProxyType
 
@@ -188,6 +188,12 @@ class Metrics:
             ("level",),
             registry=r,
         )
+        self.degradation_level = Gauge(
+            "dspy_degradation_level",
+            "This pod's graceful degradation level: 0 normal, 1 cheaper model first, 2 shorter "
+            "max_tokens, 3 cache only (stale answers, no LM call). 0 while DEGRADATION_ENABLED is false.",
+            registry=r,
+        )
         # (family, label values) -> child; label values are low-cardinality by contract.
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 
@@ -212,6 +218,10 @@ class Metrics:
         """Export ``budget``'s limit, and its spend read at scrape time (no I/O)."""
         self.budget_daily_usd.set(budget.daily_usd or 0)
         self.budget_spent_today_usd.set_function(lambda: budget.known_today)
+
+    def watch_degradation(self, level: Callable[[], int]) -> None:
+        """Export the degradation level, asked for at scrape time (which also lets it recover when idle)."""
+        self.degradation_level.set_function(level)
 
     def declare_variants(self, served: Iterable[tuple[str, str, str]], failures: Iterable[str]) -> None:
         """Export the series of every served (model, revision, variant) at 0 before its first

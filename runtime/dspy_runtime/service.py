@@ -39,6 +39,14 @@ Every prediction that got as far as a variant is counted once, success or failur
 in the metrics and in the windowed figures the canary analysis reads (``windows.py``),
 with its latency: a canary that times out must not look fast.
 
+Graceful degradation (``DEGRADATION_ENABLED``, ``resilience/degradation.py``) acts on live
+computes only (never on a hit, a shadow copy or a warm-up): at ``cheaper_model`` the next
+cheaper model of the chain goes first, at ``shorter_answers`` every model gets a scaled
+``max_tokens``, at ``cache_only`` no LM is called. Each computed outcome (its latency, an
+upstream failure or not) feeds the controller. With ``CACHE_STALE_SECS``, a compute that fails
+upstream (every model failed or open), or is refused at ``cache_only``, is answered by the last
+stored answer within its stale grace, marked ``stale`` in the metadata and never cached again.
+
 After a live answer, the shadow targets of its variant get their sampled copies
 (``shadow.py``): started in the background once the answer is computed, never awaited by
 the request. A copy runs ``run_shadow``: steps 3 to 7 with the target pinned, no rate
@@ -48,7 +56,9 @@ limit and no fallback model, counted by the shadow module instead of as a predic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,8 +91,9 @@ from .errors import (
     UpstreamTimeout,
 )
 from .metrics import Metrics
-from .program import LMSpec, Program
+from .program import LMSpec, Program, build_lm
 from .resilience import BreakerRegistry, Budget, Hold, Limiter, call_with_retries
+from .resilience.degradation import CACHE_ONLY, CHEAPER_MODEL, NORMAL, SHORTER_ANSWERS, Degradation
 from .routing import Router, Variant
 from .settings import RuntimeSettings
 from .shadow import SPEND_KEY_PREFIX, Shadower
@@ -118,10 +129,13 @@ class PredictionResult:
     output_tokens: int
     cost_usd: float
     timestamp: str
+    stale: bool = False
+    degradation_level: int | None = None
+    """This pod's degradation level when DEGRADATION_ENABLED; None (and absent from the body) otherwise."""
 
     def body(self) -> dict[str, Any]:
         """The response body of ``POST /v1/predict`` (DESIGN.md)."""
-        return {
+        body = {
             "request_id": self.request_id,
             "model": self.model,
             "revision": self.revision,
@@ -138,6 +152,11 @@ class PredictionResult:
                 "timestamp": self.timestamp,
             },
         }
+        if self.stale:
+            body["metadata"]["stale"] = True
+        if self.degradation_level is not None:
+            body["metadata"]["degradation_level"] = self.degradation_level
+        return body
 
 
 @dataclass
@@ -218,6 +237,7 @@ class PredictionService:
         fallbacks: Sequence[Endpoint] = (),
         windows: Windows | None = None,
         shadow_spend: Budget | None = None,
+        degradation: Degradation | None = None,
     ) -> None:
         self._settings = settings
         self.router = router
@@ -229,6 +249,9 @@ class PredictionService:
         self._metrics = metrics
         self.fallbacks = tuple(fallbacks)
         self._windows = windows
+        self.degradation = degradation
+        self._short_lms: dict[tuple[str, int], dspy.LM] = {}
+        """At ``shorter_answers``: each endpoint's LM rebuilt with the scaled max_tokens, once."""
         self._timestamp = IsoTimestamps()
         # The shadow's own daily counter (its cap), on the budget's Redis when there is one.
         spend = shadow_spend if shadow_spend is not None else Budget(None, None, key_prefix=SPEND_KEY_PREFIX)
@@ -323,18 +346,33 @@ class PredictionService:
             call.log["inputs"] = kwargs
 
         computed = False
+        key = ""
+        degradation = None if call.shadow else self.degradation
 
         async def compute() -> tuple[bytes, bool]:
             nonlocal computed
             computed = True
-            endpoints = self._endpoints(variant, fallbacks=not call.shadow)
+            level = degradation.level().level if degradation is not None else NORMAL
+            if level >= CACHE_ONLY:
+                return self._stale_or_raise(key, CircuitOpen(
+                    "degraded to cache only: no cached answer for these inputs",
+                    retry_after=degradation.thresholds.min_hold_secs if degradation else None,
+                ))
+            endpoints = self._endpoints(variant, fallbacks=not call.shadow, level=level)
             hold = await self._reserve(variant, kwargs, endpoints)
             cost = 0.0
+            began = time.perf_counter()
             try:
                 answer = await self._compute(variant, kwargs, endpoints, stream=call.stream)
                 cost = self._account(answer, variant)
+            except (UpstreamError, UpstreamTimeout, CircuitOpen) as exc:
+                if degradation is not None:
+                    degradation.record(time.perf_counter() - began, error=True)
+                return self._stale_or_raise(key, exc)
             finally:
                 await self._budget.settle(hold, cost)
+            if degradation is not None:
+                degradation.record(time.perf_counter() - began, error=False)
             payload = {
                 "model": answer.model,
                 "outputs": answer.outputs,
@@ -354,7 +392,8 @@ class PredictionService:
             value, level = await self._cache.get_or_compute(key, compute, read=call.use_cache)
 
         payload = orjson.loads(value)
-        mine = computed  # this request called the LM (joiners and hits did not)
+        stale = payload.get("stale", False)
+        mine = computed and not stale  # this request called the LM (joiners, hits and stale answers did not)
         outputs = payload["outputs"]
         return PredictionResult(
             request_id=call.request_id,
@@ -365,19 +404,56 @@ class PredictionService:
             output=outputs.get(program.output_fields[0]),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             cached=not mine,
-            cache_level=None if mine else level,
+            cache_level="stale" if stale else None if mine else level,
             input_tokens=payload["input_tokens"] if mine else 0,
             output_tokens=payload["output_tokens"] if mine else 0,
             cost_usd=round(payload["cost_usd"], 10) if mine else 0.0,
             timestamp=self._timestamp(time.time()),
+            stale=stale,
+            degradation_level=None if self.degradation is None else self.degradation.current.level,
         )
 
-    def _endpoints(self, variant: Variant, *, fallbacks: bool) -> list[Endpoint]:
-        """The models a call may go to, in order: the variant's, then the pod's fallbacks."""
+    def _stale_or_raise(self, key: str, exc: ServiceError) -> tuple[bytes, bool]:
+        """Stale-if-error: the last answer kept for ``key`` (see the module docstring), else ``exc``."""
+        kept = self._cache.stale_get(key) if self._cache is not None and key else None
+        if kept is None:
+            raise exc
+        payload = orjson.loads(kept)
+        payload.update(stale=True, input_tokens=0, output_tokens=0, cost_usd=0.0)
+        return orjson.dumps(payload), False
+
+    def _endpoints(self, variant: Variant, *, fallbacks: bool, level: int = NORMAL) -> list[Endpoint]:
+        """The models a call may go to, in order: the variant's, then the pod's fallbacks.
+
+        From ``cheaper_model`` on, the dearest fallback cheaper than the variant's model goes first
+        (the rest keep their order); from ``shorter_answers`` on, each gets the scaled max_tokens.
+        """
         endpoints = [Endpoint(variant.spec.lm, variant.lm)]
         if fallbacks:
             endpoints += [e for e in self.fallbacks if e.spec.model != variant.model]
+        if level >= CHEAPER_MODEL:
+            price = self._price_per_million(variant, endpoints[0].spec.model)
+            cheaper = [e for e in endpoints[1:] if self._price_per_million(variant, e.spec.model) < price]
+            if cheaper:
+                first = max(cheaper, key=lambda e: self._price_per_million(variant, e.spec.model))
+                endpoints.remove(first)
+                endpoints.insert(0, first)
+        if level >= SHORTER_ANSWERS and self.degradation is not None:
+            endpoints = [self._shortened(e, self.degradation.max_tokens(e.spec.max_tokens)) for e in endpoints]
         return endpoints
+
+    def _price_per_million(self, variant: Variant, model: str) -> float:
+        """A million prompt plus a million completion tokens of ``model``; unpriced models count as
+        infinitely dear, so an unknown price is never taken for a cheaper one."""
+        price = self._pricing(variant, model) or self._costs.pricing(model)
+        return math.inf if price is None else price.prompt_per_million + price.completion_per_million
+
+    def _shortened(self, endpoint: Endpoint, max_tokens: int) -> Endpoint:
+        spec = dataclasses.replace(endpoint.spec, max_tokens=max_tokens)
+        lm = self._short_lms.get((spec.model, max_tokens))
+        if lm is None:
+            lm = self._short_lms[(spec.model, max_tokens)] = build_lm(spec)
+        return Endpoint(spec, lm)
 
     async def _reserve(self, variant: Variant, kwargs: dict[str, Any], endpoints: Sequence[Endpoint]) -> Hold:
         """The budget's reservation for one prediction's worst case; ``BudgetExhausted`` when it does not fit.

@@ -148,6 +148,22 @@ class RuntimeSettings(BaseSettings):
     """Warm-up entries in flight at a time in this pod."""
     cache_admin_token: SecretStr | None = None
     """Turns on ``DELETE /v1/cache`` for callers presenting it; unset, the endpoint is off."""
+    cache_stale_secs: float = Field(0.0, ge=0)
+    """How long an answer is kept in this pod's memory past its freshness, to be served (marked
+    ``stale``) when every model fails or at the ``cache_only`` degradation level; 0 keeps none."""
+
+    # Graceful degradation (resilience/degradation.py)
+    degradation_enabled: bool = False
+    degradation_window_secs: int = Field(30, ge=1, le=3600)
+    """The sliding window of computed predictions the error rate and p95 are taken over."""
+    degradation_error_rate: float = Field(0.5, gt=0, le=1)
+    degradation_p95_secs: float = Field(10.0, gt=0)
+    degradation_budget_left_fraction: float = Field(0.0, ge=0, lt=1)
+    """Degrade while less than this share of DAILY_BUDGET_USD is left; 0: the budget is not a signal."""
+    degradation_min_hold_secs: float = Field(30.0, gt=0)
+    """A level holds at least this long before the next step, down or up."""
+    degradation_max_tokens_factor: float = Field(0.5, gt=0, lt=1)
+    """``max_tokens`` is multiplied by this from the ``shorter_answers`` level on."""
 
     # Circuit breaker (one per model)
     circuit_breaker_failure_threshold: int = Field(5, ge=1)

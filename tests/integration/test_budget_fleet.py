@@ -10,6 +10,7 @@ tokens; the fake LM reports 100 + 20 per call): a paid call costs 0.14 USD, and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -50,6 +51,14 @@ def assert_refused_for_budget(response: httpx.Response) -> None:
     assert response.json()["error"]["type"] == "budget_exhausted"
 
 
+def settled(url: str, calls: int, poll: Callable[..., object]) -> float:
+    """What Redis holds once every paid call's settle has landed (settles are written after the
+    answers, batched per pod; a reservation counts until then)."""
+    poll(lambda: spent_in_redis(url) == pytest.approx(calls * CALL_USD), timeout=30,
+         what="every paid call's settle to reach Redis")
+    return spent_in_redis(url)
+
+
 def spend_until_refused(pods: list[object], prefix: str, limit: int = 40) -> httpx.Response:
     """New questions one at a time, alternating pods, until one is refused (that answer)."""
     for i in range(limit):
@@ -82,8 +91,7 @@ def test_two_replicas_under_concurrency_pay_for_no_more_calls_than_the_budget_bu
     # One at a time, the rest of the budget is used until no call's worst case fits in it.
     assert_refused_for_budget(spend_until_refused(pods, "then one by one"))
     assert fake_lm.calls <= CALLS_BOUGHT, f"paid for {fake_lm.calls} calls on a budget for {CALLS_BOUGHT}"
-    spent = spent_in_redis(redis_url)
-    assert spent == pytest.approx(fake_lm.calls * CALL_USD)
+    spent = settled(redis_url, fake_lm.calls, poll)
     assert BUDGET_USD - RESERVED_USD < spent <= BUDGET_USD, "used up to one reservation, never past the limit"
     for pod in pods:
         assert_refused_for_budget(ask(pod.url, "one more"))
@@ -92,7 +100,7 @@ def test_two_replicas_under_concurrency_pay_for_no_more_calls_than_the_budget_bu
 
 
 def test_an_exhausted_budget_stays_exhausted_after_redis_is_killed_and_restarted(
-        spawn_runtime, fake_lm, managed_redis):
+        spawn_runtime, fake_lm, managed_redis, poll):
     """kill -9 of a Redis configured as the operator configures the managed one (append-only
     file), then a restart from the same directory: the spend is still there, for the pod that
     exhausted the budget and for a pod started afterwards. The operator's former Redis (no
@@ -100,7 +108,8 @@ def test_an_exhausted_budget_stays_exhausted_after_redis_is_killed_and_restarted
     first = budget_pod(spawn_runtime, managed_redis.url, 0.7)
     assert_refused_for_budget(spend_until_refused([first], "before the crash"))
     paid = fake_lm.calls
-    spent = spent_in_redis(managed_redis.url)
+    spent = settled(managed_redis.url, paid, poll)
+    time.sleep(1.5)  # appendfsync everysec: a kill -9 loses at most the last second of writes
     managed_redis.kill()
     managed_redis.start()
     assert spent_in_redis(managed_redis.url) == pytest.approx(spent), "the append-only file kept it"
@@ -111,13 +120,14 @@ def test_an_exhausted_budget_stays_exhausted_after_redis_is_killed_and_restarted
     assert fake_lm.calls == paid
 
 
-def test_a_pod_puts_back_the_spend_a_redis_lost(spawn_runtime, fake_lm, redis_server, redis_url):
+def test_a_pod_puts_back_the_spend_a_redis_lost(spawn_runtime, fake_lm, redis_server, redis_url, poll):
     """A Redis without persistence (or a replaced managed Redis pod) restarts empty: the pod that
     saw the day's total writes it back with its next call, so the budget stays exhausted for it
     and, from then on, for every pod (the budget that read Redis as the truth paid again)."""
     pod = budget_pod(spawn_runtime, redis_url, 0.7)
     assert_refused_for_budget(spend_until_refused([pod], "before the restart"))
-    paid, spent = fake_lm.calls, spent_in_redis(redis_url)
+    paid = fake_lm.calls
+    spent = settled(redis_url, paid, poll)
     redis_server.stop()
     redis_server.start()
     assert spent_in_redis(redis_url) == 0.0, "this Redis forgot"

@@ -54,6 +54,7 @@ def runtime_env(owner: Owner) -> list[Obj]:
     lm = section(spec, "lm")
     cache, breaker = section(spec, "cache"), section(spec, "circuitBreaker")
     rate, budget = section(spec, "rateLimit"), section(spec, "budget")
+    degradation = section(spec, "degradation")
     env: list[Obj] = [
         _env("HOST", "0.0.0.0"),
         _env("PORT", runtime_port(owner)),
@@ -75,6 +76,7 @@ def runtime_env(owner: Owner) -> list[Obj]:
         ("MEMORY_CACHE_WARM_ENTRIES", section(cache, "memory").get("warmEntries")),
         ("CACHE_WARMUP_PATH", f"{api.WARMUP_DIR}/{api.WARMUP_FILE}" if cache.get("warmup") else None),
         ("CACHE_WARMUP_TIMEOUT_SECS", section(cache, "warmup").get("timeoutSeconds")),
+        ("CACHE_STALE_SECS", cache.get("staleSeconds")),
         ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", breaker.get("failureThreshold")),
         ("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", breaker.get("successThreshold")),
         ("CIRCUIT_BREAKER_TIMEOUT_SECS", breaker.get("openSeconds")),
@@ -87,6 +89,7 @@ def runtime_env(owner: Owner) -> list[Obj]:
         ("RATE_LIMIT_SCOPE", "global" if rate.get("scope") == "global" else None),
         ("DAILY_BUDGET_USD", budget.get("dailyUsd")),
         ("RUNTIME_REPLICAS", runtime_replicas(owner)),
+        *_degradation_env(degradation),
     ]
     env.extend(_env(name, value) for name, value in optional if value is not None)
     if cache.get("adminTokenSecretRef"):
@@ -105,6 +108,24 @@ def runtime_env(owner: Owner) -> list[Obj]:
     if owner.redis_mode != "Disabled":
         env.append(_env("ROUTING_REDIS_KEY", api.routing_redis_key(owner.namespace, owner.name)))
     return _with_user_env(env, section(spec, "runtime").get("env") or [])
+
+
+DEGRADATION_ENV: tuple[tuple[str, str], ...] = (
+    ("DEGRADATION_WINDOW_SECS", "windowSeconds"),
+    ("DEGRADATION_ERROR_RATE", "errorRate"),
+    ("DEGRADATION_P95_SECS", "p95Seconds"),
+    ("DEGRADATION_BUDGET_LEFT_FRACTION", "budgetLeftFraction"),
+    ("DEGRADATION_MIN_HOLD_SECS", "minHoldSeconds"),
+    ("DEGRADATION_MAX_TOKENS_FACTOR", "maxTokensFactor"),
+)
+"""spec.degradation's thresholds and the runtime settings they set."""
+
+
+def _degradation_env(degradation: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """DEGRADATION_* only when enabled: thresholds of a disabled controller would be settings it ignores."""
+    if not degradation.get("enabled"):
+        return []
+    return [("DEGRADATION_ENABLED", True), *((name, degradation.get(field)) for name, field in DEGRADATION_ENV)]
 
 
 def runtime_replicas(owner: Owner) -> int | None:

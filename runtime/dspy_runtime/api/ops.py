@@ -35,8 +35,11 @@ async def health(runtime: MaybeRuntimeDep) -> JSON:
     components["breakers"] = breakers
     components["budget_store"] = "ok" if runtime.budget.healthy else "down"
     components["rate_limit"] = runtime.limiter.mode
+    degradation = runtime.service.degradation
+    components["degradation"] = "disabled" if degradation is None else degradation.public()
     degraded = (
-        components.get("redis") == "down"
+        (degradation is not None and degradation.current.level > 0)
+        or components.get("redis") == "down"
         or components["budget_store"] == "down"
         or components["rate_limit"] == FALLBACK
         or any(state != BreakerState.CLOSED.value for state in breakers.values())

@@ -59,11 +59,14 @@ class ErrorResponse(_Body):
 class PredictMetadata(_Body):
     latency_ms: float
     cached: bool = Field(description="Answered without an LM call by this request (a cache hit, or joined another's call).")
-    cache_level: str | None = Field(description="memory, redis or inflight when cached; null when this request called the LM.")
+    cache_level: str | None = Field(description="memory, redis or inflight when cached, stale for an expired answer served "
+                                    "because none could be computed; null when this request called the LM.")
     input_tokens: int
     output_tokens: int
     cost_usd: float = Field(description="What this request spent: 0 when cached.")
     timestamp: str
+    stale: bool | None = Field(None, description="true for an expired answer served instead of an error (CACHE_STALE_SECS).")
+    degradation_level: int | None = Field(None, description="This pod's degradation level (0-3) with DEGRADATION_ENABLED.")
 
 
 class PredictResponse(_Body):
@@ -92,7 +95,7 @@ class CacheClearResponse(_Body):
 
 class HealthResponse(_Body):
     status: Literal["ok", "degraded", "starting"]
-    components: dict[str, Any] = Field(description="program, memory, redis, breakers (per model), budget_store.")
+    components: dict[str, Any] = Field(description="program, memory, redis, breakers (per model), budget_store, rate_limit, degradation.")
 
 
 class ReadyResponse(_Body):

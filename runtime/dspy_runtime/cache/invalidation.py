@@ -139,13 +139,17 @@ class Invalidator:
         """Remove ``what`` from this pod's L1; how many entries went."""
         memory = self._cache.memory
         removed = 0
-        if memory is not None:
+        for store in (memory, self._cache.stale):  # an invalidated answer must not come back stale
+            if store is None:
+                continue
             if what.kind == "all":
-                removed = memory.clear()
+                count = store.clear()
             elif what.kind == "scopes":
-                removed = memory.discard_scopes(what.items)
+                count = store.discard_scopes(what.items)
             else:
-                removed = memory.discard(what.items)
+                count = store.discard(what.items)
+            if store is memory:
+                removed = count
         m = self._metrics
         m.bound(m.cache_invalidations_total, source).inc()
         m.bound(m.cache_invalidated_entries_total, "memory").inc(removed)

@@ -9,6 +9,11 @@ Return levels of ``get_or_compute`` (refines /tmp/runtime-interfaces.md): ``"mem
 or ``"redis"`` for a cache hit, ``None`` when this call ran the compute, and
 ``"inflight"`` when it joined a compute another caller started. A joiner did not
 spend tokens, so the app should treat it like a hit for cost accounting.
+
+``stale`` (``CACHE_STALE_SECS``) is a second memory store that keeps every answer this pod
+stored or read from Redis for that much longer than it stays fresh; it is never read by
+``get``, only by ``stale_get`` when the answer cannot be computed (stale-if-error). A fresh
+hit in L1 never touches it; an L2 hit and a store write it as well.
 """
 
 from __future__ import annotations
@@ -47,9 +52,10 @@ class TieredCache:
 
     def __init__(
         self, memory: MemoryCache | None, redis: RedisCache | None, metrics: Metrics | None = None,
-        hot: HotKeys | None = None,
+        hot: HotKeys | None = None, stale: MemoryCache | None = None,
     ) -> None:
         self._memory = memory
+        self.stale = stale
         self._redis = redis
         self.hot = hot
         """Counts hits for the next pod's L1 (``hot.py``); None when nothing loads them."""
@@ -87,6 +93,8 @@ class TieredCache:
             if self._memory is not None:
                 self._memory.set(key, value)
                 self._memory_set.inc()
+            if self.stale is not None:
+                self.stale.set(key, value)
         elif self._redis.healthy:
             self._redis_miss.inc()
         else:
@@ -127,10 +135,16 @@ class TieredCache:
                 return CacheHit(value, "redis")
         return None
 
+    def stale_get(self, key: str) -> bytes | None:
+        """The last answer stored for ``key`` within its stale grace, fresh or not (None without one)."""
+        return self.stale.get(key) if self.stale is not None else None
+
     async def set(self, key: str, value: bytes) -> None:
         if self._memory is not None:
             self._memory.set(key, value)
             self._memory_set.inc()
+        if self.stale is not None:
+            self.stale.set(key, value)
         if self._redis is not None:
             await self._redis.set(key, value)
             (self._redis_set if self._redis.healthy else self._redis_error).inc()

@@ -406,3 +406,19 @@ def test_pinning_and_cache_bypass_reach_the_pods_only_when_allowed(body):
     assert template_hash(off) == template_hash(plain)
     on = env_of(build(body({"routing": {"allowPinning": True}, "cache": {"allowBypass": True}})))
     assert on["ALLOW_PINNING"]["value"] == "true" and on["ALLOW_CACHE_BYPASS"]["value"] == "true"
+
+
+def test_degradation_and_stale_seconds_env(body):
+    spec = {"enabled": True, "windowSeconds": 20, "errorRate": 0.25, "p95Seconds": 4.5, "budgetLeftFraction": 0.1,
+            "minHoldSeconds": 15, "maxTokensFactor": 0.5}
+    values = {n: e.get("value") for n, e in env_of(build(body({"degradation": spec, "cache": {"staleSeconds": 900}}))).items()}
+    assert {n: v for n, v in values.items() if n.startswith("DEGRADATION_")} == {
+        "DEGRADATION_ENABLED": "true", "DEGRADATION_WINDOW_SECS": "20", "DEGRADATION_ERROR_RATE": "0.25",
+        "DEGRADATION_P95_SECS": "4.5", "DEGRADATION_BUDGET_LEFT_FRACTION": "0.1", "DEGRADATION_MIN_HOLD_SECS": "15",
+        "DEGRADATION_MAX_TOKENS_FACTOR": "0.5",
+    }
+    assert values["CACHE_STALE_SECS"] == "900"
+    only_enabled = env_of(build(body({"degradation": {"enabled": True}})))
+    assert [n for n in only_enabled if n.startswith("DEGRADATION_")] == ["DEGRADATION_ENABLED"]
+    off = env_of(build(body({"degradation": {"enabled": False, "errorRate": 0.1}})))
+    assert not [n for n in off if n.startswith("DEGRADATION_")]
