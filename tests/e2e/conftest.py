@@ -127,6 +127,15 @@ class Cluster:
             )
         return proc
 
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Until the CRD's Established condition is True. Not `kubectl wait`: right after the
+        CRD is created its status has no conditions yet, and kubectl then fails at once
+        (".status.conditions accessor error") instead of waiting."""
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        wait_until(lambda: self.kubectl("get", f"crd/{crd}", "-o", f"jsonpath={jsonpath}",
+                                        check=False).stdout == "True",
+                   f"CRD {crd} to be Established", timeout=timeout)
+
     def client_for(self, kubeconfig: Path) -> k8s.ApiClient:
         """An ApiClient for another kubeconfig (for example a minted ServiceAccount's)."""
         return k8s_config.new_client_from_config(config_file=str(kubeconfig))
@@ -283,8 +292,7 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 def crd(cluster: Any) -> str:
     """The DSPyDeployment CRD, installed and Established (lists answer 429 until then)."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    f"crd/{PLURAL}.{GROUP}")
+    cluster.wait_established(f"{PLURAL}.{GROUP}")
     return f"{PLURAL}.{GROUP}"
 
 

@@ -145,7 +145,7 @@ def install(cluster: Any, helm: Helm, name: str, *values: str) -> Release:
              "--set", "operator.verbose=true",
              # The hook's pod stays Pending until a test lets it run (it stands in for it first).
              "--set", f"uninstall.nodeSelector.{HOOK_NODE_LABEL.replace('.', chr(92) + '.')}=run", *values)
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    cluster.wait_established(f"{PLURAL}.{GROUP}")
     return Release(name=name, namespace=namespace, helm=helm)
 
 
@@ -645,7 +645,7 @@ def test_the_documented_crd_upgrade_command_changes_and_reverts_the_installed_cr
     finally:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
     assert "E2E" not in columns()
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    cluster.wait_established(f"{PLURAL}.{GROUP}")
 
 
 # --- uninstall ---------------------------------------------------------------------------

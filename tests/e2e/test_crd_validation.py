@@ -385,7 +385,7 @@ EXPECTED_DEFAULTED_SPEC = {
     "revisionHistoryLimit": 10,
     "rollout": {"strategy": "RollingUpdate"},
     "shadow": {"samplePercent": 10, "maxConcurrent": 4},
-    "cache": {"enabled": True, "memory": {"maxEntries": 10000, "ttlSeconds": 300},
+    "cache": {"enabled": True, "allowBypass": False, "memory": {"maxEntries": 10000, "ttlSeconds": 300},
               "redis": {"ttlSeconds": 3600, "jitterSeconds": 300}},
     "redis": {"mode": "Disabled"},
     "circuitBreaker": {"failureThreshold": 5, "successThreshold": 2, "openSeconds": 60},
