@@ -8,6 +8,17 @@ FALLBACK = "openai/fake-fallback"
 PRIMARY = "openai/fake-model"
 
 
+def _drive_to_cache_only(runtime: Any, poll: Any) -> None:
+    """New questions (each a computed prediction, failing while the LM fails) until the level is 3."""
+    asked = iter(range(10_000))
+
+    def cache_only() -> bool:
+        runtime.predict({"input": f"new question {next(asked)}"})
+        return _degradation(runtime)["level"] == 3
+
+    poll(cache_only, timeout=60, interval=0.05, what="the level to reach cache_only")
+
+
 def _degradation(runtime: Any) -> dict[str, Any]:
     return runtime.client.get("/health").json()["components"]["degradation"]
 
@@ -23,13 +34,7 @@ def test_failing_lm_drives_the_level_to_cache_only_serving_an_expired_answer_the
     assert _degradation(runtime)["name"] == "normal"
     fake_lm.configure(failure_rate=1.0, failure_status=503)
 
-    asked = iter(range(10_000))
-
-    def cache_only() -> bool:
-        runtime.predict({"input": f"new question {next(asked)}"})
-        return _degradation(runtime)["level"] == 3
-
-    poll(cache_only, timeout=60, interval=0.05, what="the level to reach cache_only")
+    _drive_to_cache_only(runtime, poll)
     health = runtime.client.get("/health").json()
     assert health["status"] == "degraded"
     assert health["components"]["degradation"]["name"] == "cache_only"
@@ -49,9 +54,10 @@ def test_failing_lm_drives_the_level_to_cache_only_serving_an_expired_answer_the
     assert fake_lm.calls == calls  # cache only: no LM call
 
     fake_lm.configure(failure_rate=0.0)
+    healed = iter(range(10_000))
 
     def normal() -> bool:
-        runtime.predict({"input": f"after healing {next(asked)}"})
+        runtime.predict({"input": f"after healing {next(healed)}"})
         return _degradation(runtime)["level"] == 0
 
     poll(normal, timeout=60, interval=0.05, what="the level to recover to normal")
@@ -69,13 +75,7 @@ def test_without_stale_entries_an_expired_answer_is_an_error(start_runtime, fake
     )  # fmt: skip
     assert runtime.predict({"input": "asked while healthy"}).status_code == 200
     fake_lm.configure(failure_rate=1.0, failure_status=503)
-    asked = iter(range(10_000))
-
-    def cache_only() -> bool:
-        runtime.predict({"input": f"new question {next(asked)}"})
-        return _degradation(runtime)["level"] == 3
-
-    poll(cache_only, timeout=60, interval=0.05, what="the level to reach cache_only")
+    _drive_to_cache_only(runtime, poll)
     assert runtime.predict({"input": "asked while healthy"}).status_code == 503
 
 
