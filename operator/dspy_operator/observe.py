@@ -90,13 +90,20 @@ def _asked(source: Source, owner: Owner, plan: Plan, state: RolloutState,
     Raises QueryError or PrometheusUnavailable, naming the figure or the server."""
 
     def measured(revision: str) -> Measured:
-        queries = source.queries_for(owner.namespace, owner.name, revision, plan.interval_seconds)
-        return Measured.from_values({
-            figure: scalar(figure, prometheus.instant_query(source.address, query, now.timestamp(), source.timeout_seconds))
-            for figure, query in queries.items()
-        })
+        return prometheus_figures(source, owner.namespace, owner.name, revision, plan.interval_seconds, now.timestamp())
 
     return measured(state.canary), measured(state.stable) if state.stable else None
+
+
+def prometheus_figures(source: Source, namespace: str, name: str, revision: str, interval_seconds: int,
+                       at: float) -> Measured:
+    """One revision's figures as `source` answers them at `at` (every figure's query, asked in
+    turn). Raises QueryError or PrometheusUnavailable, naming the figure or the server."""
+    queries = source.queries_for(namespace, name, revision, interval_seconds)
+    return Measured.from_values({
+        figure: scalar(figure, prometheus.instant_query(source.address, query, at, source.timeout_seconds))
+        for figure, query in queries.items()
+    })
 
 
 class Throttle:

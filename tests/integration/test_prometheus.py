@@ -2,8 +2,8 @@
 
 One runtime process serves two revisions of a routing table (a healthy stable one, and a canary
 whose model fails half its calls at the fake LM); Prometheus scrapes it every second with the
-labels the chart's PodMonitor gives a pod. The operator's own code (`promql.Source`, the default
-queries, `prometheus.instant_query`, `promql.scalar`) then asks for each revision's figures, and
+labels the chart's PodMonitor gives a pod. The operator's own code (`observe.prometheus_figures`:
+the default queries, `prometheus.instant_query`, `promql.scalar`) then asks for each revision's figures, and
 they must match what the runtime itself counted: the queries are valid PromQL for the pinned
 server and select, rate and divide what the Redis windows would.
 """
@@ -19,9 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dspy_operator.observe import prometheus_figures
 from dspy_operator.prometheus import PrometheusUnavailable, instant_query
 from dspy_operator.rollout.analysis import FAIL, PASS, Thresholds, judge
-from dspy_operator.rollout.promql import Measured, Source, scalar
+from dspy_operator.rollout.promql import Measured, Source
 
 STABLE, CANARY = "5ab1e0000000", "ca0a7e000000"
 LABELS = {"namespace": "team-a", "dspy_deployment": "qa"}
@@ -36,11 +37,7 @@ REQUESTS = 40
 
 
 def measured(source: Source, revision: str, interval: int) -> Measured:
-    queries = source.queries_for(LABELS["namespace"], LABELS["dspy_deployment"], revision, interval)
-    return Measured.from_values({
-        figure: scalar(figure, instant_query(source.address, query, time.time(), source.timeout_seconds))
-        for figure, query in queries.items()
-    })
+    return prometheus_figures(source, LABELS["namespace"], LABELS["dspy_deployment"], revision, interval, time.time())
 
 
 def own_counts(base: str) -> dict[tuple[str, str], float]:
