@@ -31,11 +31,11 @@ from dspy_operator.rollout.shadow import shadow_status
 from dspy_operator.rollout.state import Plan, RolloutState
 from dspy_operator.runtimebus import BusUnavailable, RuntimeBus
 from dspy_operator.status.conditions import now_rfc3339
+from dspy_operator.status.pods import degradation_status, served_by
+from dspy_operator.status.report import Pods
 
 REDIS, PROMETHEUS = "Redis", "Prometheus"
 """`status.lastAnalysis.source`: where the figures of a verdict came from."""
-SERVED_FRESH_SECONDS = 30.0
-"""A pod's report of the table it serves counts while younger than this (pods report every 5 s)."""
 EXPERIMENT_WINDOW_SECONDS = 1800
 """The A/B statistics cover the last half hour (the pods' buckets live an hour)."""
 EXPERIMENT_REFRESH_SECONDS = 60.0
@@ -184,11 +184,10 @@ def evaluation(bus: RuntimeBus, owner: Owner, evaluation_id: str) -> EvaluationR
                             message=str(result.get("message") or ""))
 
 
-def served_by(bus: RuntimeBus, owner: Owner, serial: int, now: float) -> str:
-    """`3/3`: pods serving `serial` (or newer) over the pods that reported lately."""
+def pods(bus: RuntimeBus, owner: Owner, serial: int, now: float) -> Pods:
+    """What the pods' reports say: who serves `serial`, and at which degradation level."""
     reports = bus.served_tables(api.redis_prefix(owner.namespace, owner.name))
-    fresh = [pod_serial for pod_serial, at in reports.values() if now - at <= SERVED_FRESH_SECONDS]
-    return f"{sum(pod_serial >= serial for pod_serial in fresh)}/{len(fresh)}"
+    return Pods(served_by(reports, serial, now), degradation_status(reports, now))
 
 
 class RedisAddresses:

@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dspy_operator.rollout.analysis import bucket_starts
+from dspy_operator.status.pods import PodReport, parse_report
 
 SOCKET_TIMEOUT_SECONDS: Final = 2.0
 """Longest a handler thread waits on one Redis call; a longer stall is reported, not waited out."""
@@ -94,19 +95,14 @@ class RuntimeBus:
             hashes = pipe.execute()
         return {bucket: fields for bucket, fields in zip(starts, hashes) if fields}
 
-    def served_tables(self, prefix: str) -> dict[str, tuple[int, float]]:
-        """Pod name -> (serial of the table it serves, unix time of its report). Reports that do not
-        read as `<serial> <time>` are left out: such a pod counts as not reporting."""
+    def served_tables(self, prefix: str) -> dict[str, PodReport]:
+        """Pod name -> its latest report (`status.pods`: the table it serves, when, and its
+        degradation level). Reports that do not parse are left out: such a pod counts as not
+        reporting."""
         with _unavailable_as("read the pods' served tables"):
             reports = self._client.hgetall(f"{prefix}pods")
-        served: dict[str, tuple[int, float]] = {}
-        for pod, report in reports.items():
-            serial, _, moment = str(report).partition(" ")
-            try:
-                served[pod] = (int(serial), float(moment))
-            except ValueError:
-                continue
-        return served
+        parsed = {pod: parse_report(str(text)) for pod, text in reports.items()}
+        return {pod: report for pod, report in parsed.items() if report is not None}
 
     def request_evaluation(self, prefix: str, request: Mapping[str, Any]) -> None:
         """Post an evaluation request (its `id` is the content hash) and wake the pods.

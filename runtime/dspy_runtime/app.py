@@ -208,7 +208,8 @@ def build_runtime(settings: RuntimeSettings, metrics: Metrics | None = None) -> 
         resync = settings.routing_reload_secs * RESYNC_FACTOR
         wire = RoutingWire(router, fleet, settings.routing_redis_key, resync_secs=resync)
     if fleet is not None and prefix is not None:
-        report = ServedTableReport(router, fleet, prefix, settings.effective_pod_name)
+        report = ServedTableReport(router, fleet, prefix, settings.effective_pod_name,
+                                   level=degradation.level if degradation is not None else None)
         flusher = WindowFlusher(Windows(), fleet, prefix, settings.window_flush_secs)
 
     service = PredictionService(

@@ -13,9 +13,12 @@ Redis being down never breaks serving: the served table stays, the problem is lo
 once, and the wire reconnects with jittered exponential back-off. The file poll
 (``ROUTING_PATH``) keeps running beside it.
 
-``ServedTableReport`` keeps ``HSET P pods <pod> "<serial> <unix time>"`` fresh every 5 s
-(the hash expires 60 s after the last report of any pod): the operator reads it to
-know that every pod serves a table before it prunes a revision.
+``ServedTableReport`` keeps ``HSET P pods <pod> "<serial> <unix time>[ <level> <cause>]"``
+fresh every 5 s (the hash expires 60 s after the last report of any pod): the operator reads it
+to know that every pod serves a table before it prunes a revision, and, with graceful
+degradation on, at which level each pod answers (the name, then why it is there) so the
+resource's status shows it. One field carries both so that the report stays one HSET and one
+fact per pod: a level read without the serial would be a second key to keep fresh.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from redis.asyncio import Redis
 
 from .cache.redis import REDIS_FAILURES
 from .logs import ProblemLog
+from .resilience.degradation import Level
 from .resilience.retry import backoff_delay
 from .routing import REDIS, Router
 
@@ -129,18 +133,29 @@ class ServedTableReport:
         *,
         interval: float = REPORT_INTERVAL_SECS,
         clock: Callable[[], float] = time.time,
+        level: Callable[[], Level] | None = None,
     ) -> None:
+        """``level``: this pod's degradation level now (None: degradation is off, nothing reported)."""
         self._router = router
         self._client = client
         self._key = f"{key_prefix}pods"
         self._pod = pod
         self._interval = interval
         self._clock = clock
+        self._level = level
         self._problems = ProblemLog(log)
+
+    def value(self) -> str:
+        """The report's text: serial and time, then the degradation level's name and cause."""
+        value = f"{self._router.state.serial} {int(self._clock())}"
+        if self._level is None:
+            return value
+        level = self._level()
+        return f"{value} {level.name} {level.cause}"
 
     async def report(self) -> bool:
         """One report; False when Redis refused it."""
-        value = f"{self._router.state.serial} {int(self._clock())}"
+        value = self.value()
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key, self._pod, value)

@@ -122,3 +122,44 @@ def test_stale_if_error_without_degradation_and_never_an_invalidated_answer(star
     stale = runtime.predict({"input": "kept", "use_cache": False})  # skips the fresh entry: the LM fails
     assert stale.status_code == 200
     assert stale.json()["metadata"]["stale"] is True and "degradation_level" not in stale.json()["metadata"]
+
+
+def test_the_level_reaches_the_operator_through_the_pods_report(start_runtime, fake_lm, redis_url, poll):
+    """The runtime's served-table report carries its level and cause, and the operator's own reader
+    of that hash turns it into the status block: the wire between the two, both sides real. A level
+    holds 8 s here, longer than the 5 s between two reports, so one report must see it."""
+    from dspy_operator.api import redis_prefix
+    from dspy_operator.runtimebus import RuntimeBus
+    from dspy_operator.status.pods import degradation_status
+
+    runtime = start_runtime(
+        redis_url=redis_url, dspy_resource="demo/qa", hostname="qa-7d9-abc",
+        degradation_enabled=True, degradation_window_secs=30, degradation_min_hold_secs=8,
+        degradation_error_rate=0.5, lm_max_retries=0, circuit_breaker_failure_threshold=1000,
+    )  # fmt: skip
+    bus = RuntimeBus.from_url(redis_url)
+    prefix = redis_prefix("demo", "qa")
+    try:
+        reported = poll(lambda: bus.served_tables(prefix).get("qa-7d9-abc"), timeout=30, what="the pod's first report")
+        assert (reported.level, reported.cause) == ("normal", "started")
+        fake_lm.configure(failure_rate=1.0, failure_status=503)
+        asked = iter(range(10_000))
+
+        def stepped_down() -> bool:
+            runtime.predict({"input": f"new question {next(asked)}"})
+            return _degradation(runtime)["level"] == 1
+
+        poll(stepped_down, timeout=60, interval=0.05, what="the level to step down once")
+
+        def below_normal() -> dict[str, Any] | None:
+            report = bus.served_tables(prefix)["qa-7d9-abc"]
+            return degradation_status({"qa-7d9-abc": report}, report.at) if report.level != "normal" else None
+
+        block = poll(below_normal, timeout=30, what="a report below normal")
+        assert block["level"] == "cheaper_model" and block["pods"] == {"cheaper_model": 1}
+        assert block["message"] == "1/1 pods answer below normal: qa-7d9-abc at cheaper_model (" \
+            f"{_degradation(runtime)['cause']})"
+        assert block["message"].endswith("(threshold 0.5))")
+        assert bus.served_tables(prefix)["qa-7d9-abc"].serial == runtime.client.get("/config").json()["routing"]["serial"]
+    finally:
+        bus.close()

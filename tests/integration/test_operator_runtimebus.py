@@ -12,6 +12,7 @@ import redis
 from dspy_operator.rollout.analysis import FAIL, PASS, Thresholds, by_revision, judge, windows_from_buckets
 from dspy_operator.api import redis_prefix as prefix
 from dspy_operator.runtimebus import BusUnavailable, RuntimeBus, RuntimeBuses
+from dspy_operator.status.pods import PodReport
 
 P = "dspy:{demo/qa}:"
 
@@ -85,9 +86,13 @@ def test_read_buckets_fetches_whole_buckets_in_range_only(bus, client):
 
 def test_served_tables_reads_every_pod_report_and_skips_malformed_ones(bus, client):
     client.hset(f"{P}pods", mapping={"qa-7d9-abc": "1764624000123 1764624005.25", "qa-7d9-def": "12 1764624004",
+                                     "qa-7d9-ghi": "12 1764624004 cache_only error_rate 1 (threshold 0.5)",
                                      "qa-broken": "garbage"})
     client.expire(f"{P}pods", 60)
-    assert bus.served_tables(P) == {"qa-7d9-abc": (1764624000123, 1764624005.25), "qa-7d9-def": (12, 1764624004.0)}
+    assert bus.served_tables(P) == {
+        "qa-7d9-abc": PodReport(1764624000123, 1764624005.25), "qa-7d9-def": PodReport(12, 1764624004.0),
+        "qa-7d9-ghi": PodReport(12, 1764624004.0, "cache_only", "error_rate 1 (threshold 0.5)"),
+    }
     assert bus.served_tables("dspy:{demo/none}:") == {}
 
 

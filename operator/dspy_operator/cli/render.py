@@ -88,6 +88,9 @@ def _overview(body: Mapping[str, Any], plan: Plan, state: RolloutState, now: dat
         lines.append(_kv("Routing", f"serial {routing.get('serial', '-')}{served_by}"))
     if plan.strategy == "BlueGreen" and state.colors:
         lines.append(_kv("Colors", _colors(state, now)))
+    degradation = status.get("degradation") or {}
+    if degradation:
+        lines.append(_kv("Degradation", f"{degradation.get('level', '-')}: {degradation.get('message', '')}"))
     return lines
 
 

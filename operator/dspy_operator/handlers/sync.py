@@ -50,7 +50,7 @@ from dspy_operator.rollout.evaluation import evaluation_request
 from dspy_operator.rollout.state import Event, Plan, RolloutState
 from dspy_operator.runtimebus import BusUnavailable, RuntimeBus
 from dspy_operator.status import conditions as c
-from dspy_operator.status.report import RolloutReport, condition_message, desired_status, status_changes
+from dspy_operator.status.report import Pods, RolloutReport, condition_message, desired_status, status_changes
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 RETRY_CONFLICT_SECONDS = 1.0
@@ -141,17 +141,17 @@ def _pass(body: dict[str, Any], context: Context, index: kopf.Index[Key, dict[st
     kept = [known[name] for name in sorted(names) if name in known]
     texts = {color: table_text(table, serial) for color, table in tables.items()}
     result = reconcile(body, inputs, observed, context.kube, context.settings, logger, Served(kept, placed, texts))
-    served_by = experiment = shadow = None
+    pods = experiment = shadow = None
     if bus is not None and problem is None:
         try:
-            served_by = _publish(bus, owner, new_state, texts, serial, request)
+            pods = _publish(bus, owner, new_state, texts, serial, request)
             if observe.experiment_due(owner, new_state, context.experiments):
                 experiment = observe.experiment(bus, owner, new_state, status.get("experiment"), now)
             shadow = observe.shadow(bus, owner, new_state, status.get("shadow"), now, context.shadows)
         except BusUnavailable as error:
             problem = str(error)
     report = RolloutReport(plan=plan, state=new_state, desired=desired.name, redis_problem=problem,
-                           served_by=served_by, experiment=experiment, shadow=shadow,
+                           pods=pods, experiment=experiment, shadow=shadow,
                            shadow_gone=not observe.has_shadow(owner, new_state), now=now)
     _report(body, context, status, result, report, now, events)
     context.metrics.rollout(state.last_analysis, new_state.last_analysis, (event.reason for event in events))
@@ -231,10 +231,10 @@ def _commit(body: dict[str, Any], context: Context, changes: Mapping[str, Any]) 
 
 
 def _publish(bus: RuntimeBus, owner: Owner, state: RolloutState, texts: Mapping[str, str], serial: int,
-             request: Mapping[str, Any] | None) -> str:
+             request: Mapping[str, Any] | None) -> Pods:
     """Push each color's table when Redis does not hold this serial, ask again for the evaluation
     the gate still waits for (`request`: the one this pass built for the spec's revision), and
-    say how many pods serve the tables."""
+    read what the pods report (who serves the tables, at which degradation level)."""
     prefix = api.redis_prefix(owner.namespace, owner.name)
     for color, text in texts.items():
         key = api.routing_redis_key(owner.namespace, owner.name, color)
@@ -244,7 +244,7 @@ def _publish(bus: RuntimeBus, owner: Owner, state: RolloutState, texts: Mapping[
     if (request is not None and state.canary and gate.get("id") == request["id"]
             and gate.get("state") not in (EVAL_PASSED, EVAL_FAILED)):
         bus.request_evaluation(prefix, request)
-    return observe.served_by(bus, owner, serial, time.time())
+    return observe.pods(bus, owner, serial, time.time())
 
 
 def _report(body: Mapping[str, Any], context: Context, status: Mapping[str, Any], result: Result,

@@ -15,6 +15,7 @@ from dspy_operator import api
 from dspy_operator.errors import SpecProblem
 from dspy_operator.rollout.state import Plan, RolloutState, parse_time
 from dspy_operator.status import conditions as c
+from dspy_operator.status.pods import degraded_message
 
 
 
@@ -74,6 +75,16 @@ class Rollout:
 
 
 @dataclass(frozen=True, slots=True)
+class Pods:
+    """What the runtime pods' own reports said this pass (`status.pods`)."""
+
+    served_by: str
+    """`3/3`: pods serving the current table over pods reporting."""
+    degradation: Mapping[str, Any] | None
+    """`status.degradation`; None when no pod reports a level (degradation off, or no pod yet)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutReport:
     """What the rollout pass decided and saw, for conditions and status."""
 
@@ -85,8 +96,8 @@ class RolloutReport:
     """Why the operator could not use the runtime pods' Redis this pass (None: it could, or there is
     none). It shows in status.routing.pushError, and holds a judged canary (AnalysisUnavailable);
     the pods' own use of Redis is RedisReady's business."""
-    served_by: str | None = None
-    """`3/3`: pods serving the current table over pods reporting (None: not known)."""
+    pods: Pods | None = None
+    """None: the pods' reports could not be read this pass (their last known facts stay)."""
     experiment: Mapping[str, Any] | None = None
     shadow: Mapping[str, Any] | None = None
     """status.shadow when recomputed this pass (None: leave it as it is)."""
@@ -122,7 +133,7 @@ def desired_status(current: Mapping[str, Any], observation: Observation, now: st
         put(c.READY, c.FALSE, c.REASON_REPLICAS_NOT_READY, f"{deployment.available}/{deployment.desired} replicas available")
 
     put(c.PROGRESSING, *_progressing(observation, deployment, rollout))
-    degraded = _degraded(observation, deployment, rollout)
+    degraded = _degraded(observation, deployment, rollout) or _serving_degraded(current, rollout)
     if degraded is not None:
         put(c.DEGRADED, c.TRUE, *degraded)
     elif not observation.paused or c.find(conditions, c.DEGRADED) is None:
@@ -142,8 +153,8 @@ def desired_status(current: Mapping[str, Any], observation: Observation, now: st
         status["revision"] = rollout.desired
         # How the table reaches the pods: pushed through Redis, or (push failed) the mounted file only.
         routing = {key: value for key, value in (current.get("routing") or {}).items() if key not in ("servedBy", "pushError")}
-        if rollout.served_by is not None:
-            routing["servedBy"] = rollout.served_by
+        if rollout.pods is not None:
+            routing["servedBy"] = rollout.pods.served_by
         if rollout.redis_problem:
             routing["pushError"] = rollout.redis_problem
         status["routing"] = routing
@@ -153,6 +164,10 @@ def desired_status(current: Mapping[str, Any], observation: Observation, now: st
             status["shadow"] = dict(rollout.shadow)
         elif rollout.shadow_gone and current.get("shadow") is not None:
             status["shadow"] = None
+        if rollout.pods is not None and rollout.pods.degradation is not None:
+            status["degradation"] = dict(rollout.pods.degradation)
+        elif rollout.pods is not None and current.get("degradation") is not None:
+            status["degradation"] = None
     return status
 
 
@@ -273,6 +288,15 @@ def _degraded(observation: Observation, deployment: Rollout | None,
         return c.REASON_ANALYSIS_UNAVAILABLE, (f"the canary cannot be judged, so it is held where it is: "
                                                f"{rollout.redis_problem}")
     return None
+
+
+def _serving_degraded(current: Mapping[str, Any], rollout: RolloutReport | None) -> tuple[str, str] | None:
+    """(reason, message) while any pod answers below its normal level: the LM path is unwell and
+    users get cheaper, shorter or cached answers. Without a fresh read the last known block holds,
+    so a Redis hiccup does not flap the condition."""
+    block = rollout.pods.degradation if rollout is not None and rollout.pods is not None else current.get("degradation")
+    message = degraded_message(block)
+    return None if message is None else (c.REASON_SERVING_DEGRADED, message)
 
 
 def _rollout_message(rollout: Rollout | None) -> str:

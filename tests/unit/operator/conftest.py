@@ -39,6 +39,7 @@ from dspy_operator.reconcile.core import Result
 from dspy_operator.reconcile.inputs import RecentReads
 from dspy_operator.runtimebus import BusUnavailable
 from dspy_operator.settings import OperatorSettings
+from dspy_operator.status.pods import PodReport
 
 BASE_SPEC: dict[str, Any] = {
     "program": {"signature": "question -> answer", "module": "ChainOfThought"},
@@ -176,7 +177,7 @@ class FakeBus:
         self.published: list[tuple[str, dict[str, Any], int]] = []
         self.serials: dict[str, int] = {}
         self.buckets: dict[str, dict[int, dict[str, str]]] = {}
-        self.pods: dict[str, dict[str, tuple[int, float]]] = {}
+        self.pods: dict[str, dict[str, PodReport]] = {}
         self.evaluations: dict[str, dict[str, Any]] = {}
         self.results: dict[str, dict[str, Any]] = {}
         self.runners: dict[str, str] = {}
@@ -198,7 +199,7 @@ class FakeBus:
         self._reach("read the window buckets")
         return {start_: fields for start_, fields in self.buckets.get(prefix, {}).items() if start <= start_ < end}
 
-    def served_tables(self, prefix: str) -> dict[str, tuple[int, float]]:
+    def served_tables(self, prefix: str) -> dict[str, PodReport]:
         self._reach("read the pods' served tables")
         return dict(self.pods.get(prefix, {}))
 

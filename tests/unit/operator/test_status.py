@@ -11,7 +11,7 @@ import pytest
 from dspy_operator.errors import SpecProblem
 from dspy_operator.rollout.state import Plan, RolloutState
 from dspy_operator.status import conditions as c
-from dspy_operator.status.report import Observation, RolloutReport, canary_message, desired_status, status_changes
+from dspy_operator.status.report import Observation, Pods, RolloutReport, canary_message, desired_status, status_changes
 
 T0, T1 = "2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z"
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -261,10 +261,45 @@ def test_an_unreachable_redis_holds_a_judged_canary_and_shows_in_routing():
 
 def test_a_recovered_push_clears_push_error_and_reports_served_by():
     current = {"routing": {"serial": 7, "hash": "h", "pushError": "cannot publish the routing table: timeout"}}
-    status = desired_status(current, observe(redis_mode="External"), T0, report(CANARY_AT_20, served_by="1/2"))
+    status = desired_status(current, observe(redis_mode="External"), T0, report(CANARY_AT_20, pods=Pods("1/2", None)))
     assert status["routing"] == {"serial": 7, "hash": "h", "servedBy": "1/2"}
     assert status_changes(current, status)["routing"] == {"servedBy": "1/2", "pushError": None}, \
         "a merge patch keeps a key it does not name: the old error is sent as null"
+
+
+CACHE_ONLY = {"level": "cache_only", "pods": {"normal": 1, "cache_only": 1},
+              "message": "1/2 pods answer below normal: qa-2 at cache_only (error_rate 1 (threshold 0.5))"}
+
+
+def test_pods_below_normal_make_the_resource_degraded_with_the_block_in_status():
+    status = desired_status({}, observe(redis_mode="External"), T0, report(CANARY_AT_20, pods=Pods("2/2", CACHE_ONLY)))
+    assert status["degradation"] == CACHE_ONLY
+    assert condition(status, c.DEGRADED)["reason"] == c.REASON_SERVING_DEGRADED
+    assert condition(status, c.DEGRADED)["message"].startswith(CACHE_ONLY["message"])
+    assert status["phase"] == c.PHASE_DEGRADED
+
+
+def test_an_aborted_canary_outranks_degraded_serving_in_the_condition():
+    aborted = RolloutState(stable=STABLE, aborted=CANARY, last_analysis={"message": "errorRate 1 > 0.05"})
+    status = desired_status({}, observe(redis_mode="External"), T0, report(aborted, pods=Pods("2/2", CACHE_ONLY)))
+    assert condition(status, c.DEGRADED)["reason"] == c.REASON_ROLLOUT_ABORTED
+    assert status["degradation"] == CACHE_ONLY, "the block is there all the same"
+
+
+def test_unread_reports_keep_the_last_block_and_its_condition():
+    current = {"degradation": CACHE_ONLY}
+    status = desired_status(current, observe(redis_mode="External"), T0, report(CANARY_AT_20, pods=None))
+    assert "degradation" not in status_changes(current, status)
+    assert condition(status, c.DEGRADED)["reason"] == c.REASON_SERVING_DEGRADED, "a Redis hiccup does not flap it"
+
+
+def test_reports_without_a_level_drop_the_block():
+    current = {"degradation": CACHE_ONLY}
+    status = desired_status(current, observe(redis_mode="External"), T0, report(CANARY_AT_20, pods=Pods("2/2", None)))
+    assert status_changes(current, status)["degradation"] is None
+    assert condition(status, c.DEGRADED)["status"] == c.FALSE
+    untouched = desired_status({}, observe(redis_mode="External"), T0, report(CANARY_AT_20, pods=Pods("2/2", None)))
+    assert "degradation" not in untouched, "no block, and no null written where there was none"
 
 
 def test_without_a_rollout_decision_the_rollout_fields_stay_as_they_are():

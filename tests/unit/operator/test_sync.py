@@ -16,6 +16,7 @@ from dspy_operator import api
 from dspy_operator.reconcile.inputs import Inputs
 from dspy_operator.reconcile.revisions import revision_of
 from dspy_operator.status import conditions as c
+from dspy_operator.status.pods import PodReport
 
 
 ROLLING = {"redis": {"mode": "Disabled"}}
@@ -164,10 +165,35 @@ def test_pods_reporting_the_table_show_in_served_by(world):
     start_canary(world)
     serial = world.status()["routing"]["serial"]
     at = world.now.timestamp()
-    world.bus.pods[PREFIX] = {"qa-1": (serial, at), "qa-2": (serial - 1, at), "qa-old": (serial, at - 300)}
+    world.bus.pods[PREFIX] = {"qa-1": PodReport(serial, at), "qa-2": PodReport(serial - 1, at),
+                              "qa-old": PodReport(serial, at - 300)}
     world.sync(after=1)
     assert world.kube.writes == ["patch status"]
     assert world.status()["routing"]["servedBy"] == "1/2", "a report older than 30 s does not count"
+
+
+def test_pods_below_normal_degrade_the_resource_with_one_warning_then_recover(world):
+    start_canary(world)
+    serial = world.status()["routing"]["serial"]
+    at = world.now.timestamp()
+    world.bus.pods[PREFIX] = {"qa-1": PodReport(serial, at, "normal", "started"),
+                              "qa-2": PodReport(serial, at, "cache_only", "error_rate 1 (threshold 0.5)")}
+    world.sync(after=1)
+    status = world.status()
+    assert status["degradation"]["level"] == "cache_only" and status["degradation"]["pods"] == {"normal": 1, "cache_only": 1}
+    assert (status["phase"], condition(status, c.DEGRADED)["reason"]) == ("Degraded", "ServingDegraded")
+    assert "qa-2 at cache_only (error_rate 1 (threshold 0.5))" in condition(status, c.DEGRADED)["message"]
+    assert world.reasons().count("ServingDegraded") == 1
+    world.sync(after=1)
+    assert world.kube.writes == [] and world.reasons() == [], "a steady degraded fleet writes and posts nothing more"
+
+    at = world.now.timestamp()
+    world.bus.pods[PREFIX] = {"qa-1": PodReport(serial, at, "normal", "started"),
+                              "qa-2": PodReport(serial, at, "normal", "healthy")}
+    world.sync(after=1)
+    status = world.status()
+    assert status["degradation"]["level"] == "normal" and condition(status, c.DEGRADED)["status"] == "False"
+    assert status["phase"] != "Degraded" and world.reasons().count("Recovered") == 1
 
 
 # --- conflicts and stale bodies -----------------------------------------------------------------
