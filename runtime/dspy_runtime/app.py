@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api import batch, cache_admin, ops, predict
 from .api.middleware import RequestContextMiddleware
-from .api.responses import JSON
+from .api.fastpath import FastPredict
+from .api.responses import JSON, error_response
 from .cache import MemoryCache, RedisCache, TieredCache, redis_client
 from .cache.hot import HotKeys
 from .cache.invalidation import Invalidator
@@ -255,9 +256,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSON:
-        return JSON(
-            error_body(exc.error_type, exc.message, request_id(request)), status_code=exc.status_code, headers=exc.headers()
-        )
+        return error_response(exc, request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSON:
@@ -335,6 +334,7 @@ def create_app(settings: RuntimeSettings, *, metrics: Metrics | None = None) -> 
     batch.add_route(app)
     app.include_router(ops.router)
     app.include_router(cache_admin.router)
+    app.add_middleware(FastPredict)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(StartupFailureWithoutTraceback)
     return app

@@ -107,7 +107,7 @@ async def _predict_item(runtime: Runtime, request: Request, item: Any, default_i
         request_id_var.set(request_id)  # this worker task's own context: the item's log lines carry its id
         if body.stream:
             raise InvalidInput("stream: a batch item cannot stream; send it to /v1/predict")
-        result = await runtime.service.predict(predict_call(runtime, request, body, request_id, {}))
+        result = await runtime.service.predict(predict_call(runtime, request.headers.get, body, request_id, {}))
     except ServiceError as exc:
         return error_body(exc.error_type, exc.message, request_id)
     except Exception:

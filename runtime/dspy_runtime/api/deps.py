@@ -9,7 +9,7 @@ skips dependency solving altogether (``predict.RequestRoute``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -19,7 +19,12 @@ from ..state import Runtime
 
 def runtime_of(request: Request) -> Runtime:
     """The app's running components; 503 ``not_ready`` until the lifespan has built them."""
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    return running(request.app)
+
+
+def running(app: Any) -> Runtime:
+    """``runtime_of`` for an ASGI layer, which has the app (``scope["app"]``) but no ``Request``."""
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("the runtime is starting or stopping")
     return runtime

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge, RequestTimeout, ShuttingDown, UnsupportedMediaType, error_body
-from ..logs import request_id_var
+from ..logs import log_fields, request_id_var
 
 log = logging.getLogger("dspy_runtime.access")
 
@@ -204,7 +204,7 @@ class RequestContextMiddleware:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                     **fields,
                 }
-                log.log(logging.WARNING if status >= 500 else logging.INFO, "request", extra={"fields": line})
+                log_fields(log, logging.WARNING if status >= 500 else logging.INFO, "request", line)
             request_id_var.reset(token)
 
     def _refuse_declared_length(self, declared: str | None) -> tuple[int, str, str] | None:

@@ -1,13 +1,19 @@
 """``POST /v1/predict``: parse, hand to the service, serialize.
 
-This is the hot route, so ``add_route`` puts it on the app itself rather than on
-an ``APIRouter`` (since FastAPI 0.137 ``include_router`` keeps the included router
-as a node that every request is matched through), and as a ``RequestRoute``.
+This is the hot route. Its steps after the body is read (``read_body``, then ``respond``)
+are the one list both ways in take: ``fastpath.FastPredict`` runs them in front of FastAPI
+for every non-streaming request, and this module's FastAPI route for the streaming ones
+(and keeps the OpenAPI declaration and the 405 for other methods). A new per-request check
+goes into ``respond`` once and holds for both.
+
+``add_route`` puts the route on the app itself rather than on an ``APIRouter`` (since
+FastAPI 0.137 ``include_router`` keeps the included router as a node that every request
+is matched through), and as a ``RequestRoute``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -66,26 +72,43 @@ def add_route(app: FastAPI) -> None:
     routes.insert(0, routes.pop())
 
 
+Header = Callable[[str], str | None]
+"""A request header by its lower-case name (the first one given), None when absent."""
+
+
 async def predict(request: Request) -> Response:
     runtime = runtime_of(request)  # no dependencies on this route (RequestRoute)
-    body = validated(PredictRequest, json_object(await request.body()))
+    body = read_body(await request.body())
+    result = await respond(runtime, body, request.headers.get, request.scope["state"])
+    return result if isinstance(result, Response) else JSON(result)
 
-    state = request.state
+
+def read_body(raw: bytes) -> PredictRequest:
+    """The predict body of ``raw``: 400 for bytes that are not JSON, 422 naming the fields refused."""
+    return validated(PredictRequest, json_object(raw))
+
+
+async def respond(
+    runtime: Runtime, body: PredictRequest, header: Header, state: MutableMapping[str, Any]
+) -> dict[str, Any] | Response:
+    """Every step of one prediction after its body is read: the response body of a plain
+    request, the streaming response of ``"stream": true``. ``state`` is the request's
+    ``scope["state"]`` (its request id and log fields, see ``RequestContextMiddleware``)."""
     if body.request_id:
-        state.request_id = body.request_id
+        state["request_id"] = body.request_id
         request_id_var.set(body.request_id)
-    call = predict_call(runtime, request, body, state.request_id, state.log)
+    call = predict_call(runtime, header, body, state["request_id"], state["log"])
     if body.stream:
         return stream.respond(runtime, call)  # the prediction runs as the response is sent
     result = await runtime.service.predict(call)
-    return JSON(result.body())
+    return result.body()
 
 
 def predict_call(
-    runtime: Runtime, request: Request, body: PredictRequest, request_id: str, log: dict[str, Any]
+    runtime: Runtime, header: Header, body: PredictRequest, request_id: str, log: dict[str, Any]
 ) -> PredictCall:
     """The service call for one predict body (a request's, or a batch item's); the routing and
-    rate-limit keys come from the request's headers. Pinning and cache bypass are the caller's
+    rate-limit keys come from the request's ``header``s. Pinning and cache bypass are the caller's
     only if the deployment allows them: both let any client force LM spend."""
     settings = runtime.settings
     if (body.revision is not None or body.variant is not None) and not settings.allow_pinning:
@@ -103,7 +126,7 @@ def predict_call(
         revision=body.revision,
         variant=body.variant,
         use_cache=body.use_cache,
-        sticky_value=request.headers.get(sticky_header) if sticky_header else None,
-        client_key=request.headers.get(key_header) if key_header else None,
+        sticky_value=header(sticky_header.lower()) if sticky_header else None,
+        client_key=header(key_header.lower()) if key_header else None,
         log=log,
     )

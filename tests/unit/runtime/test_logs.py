@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from dspy_runtime.logs import configure_logging, held_secrets, redact_also, url_passwords
+from dspy_runtime.logs import configure_logging, held_secrets, log_fields, redact_also, url_passwords
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,47 @@ def test_each_secret_is_redacted_as_written_url_encoded_decoded_and_json_escaped
 def test_a_secret_found_after_start_is_redacted_from_then_on():
     output = lines_logged([], "the key a table names: sk-from-a-routing-table", later=["sk-from-a-routing-table"])
     assert "sk-from-a-routing-table" not in output
+
+
+def _written(log, extra_handler=None):
+    """What ``log(logger)`` writes through configure_logging's JSON handler, line by line (ts masked)."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "json", ["sk-secret-999999"])
+        root.handlers[0].stream = stream
+        if extra_handler is not None:
+            root.addHandler(extra_handler)
+        log(logging.getLogger("dspy_runtime.access"))
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    return [{**json.loads(line), "ts": "<ts>"} for line in stream.getvalue().splitlines()]
+
+
+FIELDS = {"request_id": "r1", "status": 200, "inputs": {"q": "key sk-secret-999999"}, "when": object}
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_log_fields_writes_the_very_line_logging_writes(level):
+    by_logging = _written(lambda logger: logger.log(level, "request", extra={"fields": FIELDS}))
+    direct = _written(lambda logger: log_fields(logger, level, "request", FIELDS))
+    assert direct == by_logging and len(direct) == 1
+    assert direct[0]["inputs"] == {"q": "key ***"} and direct[0]["level"] == logging.getLevelName(level).lower()
+
+
+def test_log_fields_writes_nothing_below_the_level():
+    assert _written(lambda logger: log_fields(logger, logging.DEBUG, "request", FIELDS)) == []
+
+
+def test_log_fields_hands_a_record_to_logging_when_another_handler_listens():
+    class Keep(logging.Handler):
+        records: list[logging.LogRecord] = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    lines = _written(lambda logger: log_fields(logger, logging.INFO, "request", FIELDS), extra_handler=Keep())
+    assert len(lines) == 1 and lines[0]["request_id"] == "r1"
+    assert [r.fields for r in Keep.records] == [FIELDS]
