@@ -26,8 +26,8 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import (  # noqa: E402
-    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, running_fake_lm,
-    running_prometheus, running_redis, wait_until,
+    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, metric_sum,
+    running_fake_lm, running_prometheus, running_redis, wait_until,
 )
 
 
@@ -100,18 +100,6 @@ def second_fake_lm(tmp_path: Path) -> Iterator[FakeLMServer]:
     with running_fake_lm(tmp_path) as server:
         server.reset(prompt_tokens=100, completion_tokens=20)
         yield server
-
-
-def metric_sum(exposition: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``, in a Prometheus text body."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 class RuntimeServer:
