@@ -60,6 +60,18 @@ def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeo
         process.wait()
 
 
+def metric_sum(exposition: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``, in a Prometheus text body."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
 NO_PERSISTENCE: tuple[str, ...] = ("--save", "", "--appendonly", "no")
 """A test Redis forgets everything when it stops, unless a test asks for other settings."""
 

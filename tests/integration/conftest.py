@@ -26,8 +26,8 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import (  # noqa: E402
-    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, running_fake_lm,
-    running_prometheus, running_redis, wait_until,
+    NO_PERSISTENCE, STARTUP_TIMEOUT, FakeLMServer, PrometheusServer, RedisServer, free_port, metric_sum,
+    running_fake_lm, running_prometheus, running_redis, wait_until,
 )
 
 
@@ -134,14 +134,7 @@ class RuntimeServer:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of ``name``'s samples whose labels include ``labels``, from GET /metrics."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        total = 0.0
-        for family in text_string_to_metric_families(self.client.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_sum(self.client.get("/metrics").text, name, **labels)
 
     def stop(self) -> None:
         self.client.close()
@@ -210,6 +203,10 @@ class RuntimeProcess:
                 return False
 
         wait_until(ready, STARTUP_TIMEOUT, interval=0.2, what="dspy-runtime to be ready")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """``RuntimeServer.metric`` for the process."""
+        return metric_sum(httpx.get(f"{self.url}/metrics", timeout=10).text, name, **labels)
 
     def output(self) -> str:
         # The child writes to the file directly; our handle buffers nothing.
